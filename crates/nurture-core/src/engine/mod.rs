@@ -1,0 +1,179 @@
+//! The engine: every command of the product as one transaction over a [`Store`], and the
+//! scheduler that runs due steps. The HTTP API, the CLI, the demo and the tests all drive the
+//! product through [`Engine`]; none of them writes to the store directly.
+
+mod commands;
+mod enroll;
+mod scheduler;
+pub mod steps;
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use tokio::sync::{Mutex, Notify};
+
+use crate::clock::{Clock, ManualClock, next_hour_after};
+use crate::domain::*;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::settings::TenantSettings;
+use crate::store::{Store, Tx};
+
+pub use commands::*;
+pub use scheduler::{BatchReport, SchedulerConfig};
+
+/// Who is acting: the tenant every read and write is scoped to, and the user it acts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+}
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    /// Present when time is manual (`--clock manual`): then `/v1/clock` exists.
+    manual: Option<Arc<ManualClock>>,
+    /// Woken by writes that may have made work due sooner than the scheduler thinks.
+    wake: Arc<Notify>,
+    /// When hourly periodic work (the enrollment sweep) runs next.
+    next_sweep: Mutex<Timestamp>,
+    /// One manual-clock advance at a time.
+    advancing: Mutex<()>,
+    config: SchedulerConfig,
+    key_pepper: Vec<u8>,
+}
+
+/// The stores keep microseconds, so every instant the engine hands out is truncated to them.
+fn now_of(clock: &dyn Clock) -> Timestamp {
+    crate::clock::truncate_to_micros(clock.now())
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Engine {
+        let next = next_hour_after(clock.now());
+        Engine {
+            store,
+            clock,
+            manual: None,
+            wake: Arc::new(Notify::new()),
+            next_sweep: Mutex::new(next),
+            advancing: Mutex::new(()),
+            config: SchedulerConfig::default(),
+            key_pepper: keys::DEFAULT_PEPPER.to_vec(),
+        }
+    }
+
+    /// An engine whose time moves only by [`Engine::advance_to`].
+    pub fn with_manual_clock(store: Arc<dyn Store>, clock: Arc<ManualClock>) -> Engine {
+        let mut engine = Engine::new(store, clock.clone());
+        engine.manual = Some(clock);
+        engine
+    }
+
+    pub fn with_config(mut self, config: SchedulerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The secret mixed into API-key hashes (`NURTURE_API_KEY_PEPPER`).
+    pub fn with_key_pepper(mut self, pepper: &[u8]) -> Self {
+        self.key_pepper = pepper.to_vec();
+        self
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn now(&self) -> Timestamp {
+        now_of(self.clock.as_ref())
+    }
+
+    pub fn is_manual_clock(&self) -> bool {
+        self.manual.is_some()
+    }
+
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    async fn begin(&self) -> Result<Box<dyn Tx>> {
+        self.store.begin().await
+    }
+
+    async fn settings(&self, tx: &mut dyn Tx, tenant: TenantId) -> Result<TenantSettings> {
+        Ok(tx.get_tenant(tenant).await?.ok_or(Error::NotFound("tenant"))?.settings)
+    }
+
+    // -- tenants and keys ---------------------------------------------------------------------
+
+    /// Creates a tenant, its service user and one API key; returns the tenant and the key,
+    /// which is shown this once and stored only as a hash.
+    pub async fn create_tenant(&self, name: &str) -> Result<(Tenant, String)> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 255 {
+            return Err(Error::invalid("name", "a tenant name has 1 to 255 characters"));
+        }
+        let now = self.now();
+        let tenant = Tenant { id: new_id(), name: name.to_string(), settings: TenantSettings::default(), created_at: now };
+        let user = User {
+            id: new_id(),
+            tenant_id: tenant.id,
+            email: format!("api@{}.invalid", tenant.id.simple()),
+            role: UserRole::Admin,
+            password_hash: None,
+            created_at: now,
+        };
+        let (plain, record) = keys::generate(&self.key_pepper, tenant.id, user.id, now);
+        let mut tx = self.begin().await?;
+        tx.insert_tenant(&tenant).await?;
+        tx.insert_user(&user).await?;
+        tx.insert_api_key(&record).await?;
+        tx.commit().await?;
+        Ok((tenant, plain))
+    }
+
+    /// The principal an API key stands for, or `None` for a wrong or unknown key.
+    pub async fn authenticate(&self, api_key: &str) -> Result<Option<Principal>> {
+        let Some(prefix) = keys::prefix_of(api_key) else { return Ok(None) };
+        let mut tx = self.begin().await?;
+        let record = tx.find_api_key(prefix).await?;
+        tx.commit().await?;
+        Ok(record
+            .filter(|r| keys::verify(&self.key_pepper, api_key, &r.hash))
+            .map(|r| Principal { tenant_id: r.tenant_id, user_id: r.user_id }))
+    }
+
+    pub async fn get_settings(&self, p: Principal) -> Result<TenantSettings> {
+        let mut tx = self.begin().await?;
+        let s = self.settings(tx.as_mut(), p.tenant_id).await?;
+        tx.commit().await?;
+        Ok(s)
+    }
+
+    /// Merge-patches the tenant's settings; errors name the setting.
+    pub async fn patch_settings(&self, p: Principal, patch: &serde_json::Value) -> Result<TenantSettings> {
+        let mut tx = self.begin().await?;
+        let current = self.settings(tx.as_mut(), p.tenant_id).await?;
+        let next = current.patched(patch)?;
+        tx.update_tenant_settings(p.tenant_id, &next).await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(next)
+    }
+
+    /// Idempotency-Key support for the API: the saved response for a key, if any.
+    pub async fn saved_response(&self, p: Principal, key: &str) -> Result<Option<crate::store::SavedResponse>> {
+        let mut tx = self.begin().await?;
+        let saved = tx.get_saved_response(p.tenant_id, key).await?;
+        tx.commit().await?;
+        Ok(saved)
+    }
+
+    pub async fn save_response(&self, p: Principal, key: &str, saved: &crate::store::SavedResponse) -> Result<()> {
+        let mut tx = self.begin().await?;
+        tx.save_response(p.tenant_id, key, saved, self.now()).await?;
+        tx.commit().await
+    }
+}
