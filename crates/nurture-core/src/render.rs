@@ -154,7 +154,7 @@ pub fn lead_context(lead: &Lead) -> Value {
     m.insert("score", Value::from(lead.score));
     m.insert("segments", Value::from(minijinja::value::Serde(&lead.segments)));
     m.insert("attributes", Value::from(minijinja::value::Serde(&lead.attributes)));
-    Value::from_iter(m)
+    Value::from(m)
 }
 
 #[cfg(test)]

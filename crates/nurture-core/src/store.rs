@@ -195,10 +195,10 @@ pub trait Tx: Send {
     // -- enrollments --------------------------------------------------------------------------
     async fn get_enrollment(&mut self, tenant: TenantId, id: EnrollmentId) -> Result<Option<Enrollment>>;
     async fn live_enrollment(&mut self, tenant: TenantId, lead: LeadId) -> Result<Option<Enrollment>>;
-    /// The most recent enrollment of the lead in the sequence that ended at or after `since`
+    /// The most recent enrollment of the lead in the sequence that ended after `since`
     /// (the re-enrollment cooldown).
     async fn ended_since(&mut self, tenant: TenantId, lead: LeadId, sequence: SequenceId, since: Timestamp) -> Result<Option<Enrollment>>;
-    /// (lead, sequence) pairs of the tenant whose enrollment ended at or after `since`.
+    /// (lead, sequence) pairs of the tenant whose enrollment ended after `since`.
     async fn ended_pairs_since(&mut self, tenant: TenantId, since: Timestamp) -> Result<Vec<(LeadId, SequenceId)>>;
     async fn list_enrollments(&mut self, tenant: TenantId, filter: &EnrollmentFilter, page: &Page) -> Result<Listed<Enrollment>>;
     async fn live_enrollments_of_sequence(&mut self, tenant: TenantId, sequence: SequenceId) -> Result<Vec<Enrollment>>;

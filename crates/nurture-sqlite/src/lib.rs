@@ -892,7 +892,7 @@ impl Tx for SqliteTx {
 
     async fn ended_since(&mut self, tenant: TenantId, lid: LeadId, sid: SequenceId, since: Timestamp) -> Result<Option<Enrollment>> {
         let row = sqlx::query(
-            "SELECT * FROM lead_nurture_enrollments WHERE tenant_id = ? AND lead_id = ? AND sequence_id = ? AND ended_at >= ?
+            "SELECT * FROM lead_nurture_enrollments WHERE tenant_id = ? AND lead_id = ? AND sequence_id = ? AND ended_at > ?
              ORDER BY ended_at DESC LIMIT 1",
         )
         .bind(id(tenant))
@@ -906,7 +906,7 @@ impl Tx for SqliteTx {
     }
 
     async fn ended_pairs_since(&mut self, tenant: TenantId, since: Timestamp) -> Result<Vec<(LeadId, SequenceId)>> {
-        let rows = sqlx::query("SELECT lead_id, sequence_id FROM lead_nurture_enrollments WHERE tenant_id = ? AND ended_at >= ?")
+        let rows = sqlx::query("SELECT lead_id, sequence_id FROM lead_nurture_enrollments WHERE tenant_id = ? AND ended_at > ?")
             .bind(id(tenant))
             .bind(ts(since))
             .fetch_all(self.conn())
