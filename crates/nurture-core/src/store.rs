@@ -16,6 +16,15 @@ use crate::domain::*;
 use crate::error::Result;
 use crate::settings::TenantSettings;
 
+/// Whose rows a transaction may touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Tenant(TenantId),
+    /// Work that spans tenants by nature: the scheduler's claim, the sweep's tenant list, the
+    /// API-key lookup that finds the tenant.
+    System,
+}
+
 /// A page request: at most `limit` items after the opaque key `after` (a key the store handed
 /// out as `Listed::next`).
 #[derive(Debug, Clone, Default)]
@@ -125,8 +134,10 @@ pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     /// Apply the versioned migrations that are not applied yet.
     async fn migrate(&self) -> Result<()>;
-    /// Begin a transaction that may write.
-    async fn begin(&self) -> Result<Box<dyn Tx>>;
+    /// Begin a transaction that may write, for one tenant or (scheduler, sweep worklist, key
+    /// lookup) for the system. A backend with row-level security sets the tenant per
+    /// transaction from `scope`; the engine passes the tenant even where a backend ignores it.
+    async fn begin(&self, scope: Scope) -> Result<Box<dyn Tx>>;
     /// Is the database reachable? (`/readyz`)
     async fn ping(&self) -> Result<()>;
 }

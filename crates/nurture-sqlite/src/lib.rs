@@ -78,7 +78,7 @@ impl Store for SqliteStore {
         MIGRATOR.run(&self.pool).await.map_err(|e| Error::store(format!("migration failed: {e}")))
     }
 
-    async fn begin(&self) -> Result<Box<dyn Tx>> {
+    async fn begin(&self, _scope: Scope) -> Result<Box<dyn Tx>> {
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         Ok(Box::new(SqliteTx { tx }))
     }

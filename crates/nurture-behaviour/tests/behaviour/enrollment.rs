@@ -96,7 +96,7 @@ behaviour_test!(the_database_enforces_one_live_enrollment_per_lead, |h| async mo
     let w = h.lead().await;
     let mut twin = w.enrollments[0].clone();
     twin.id = new_id();
-    let mut tx = h.store.begin().await.unwrap();
+    let mut tx = h.store.begin(nurture_core::store::Scope::System).await.unwrap();
     let fx = nurture_core::store::Effects { new_enrollments: vec![twin], ..Default::default() };
     let err = tx.apply(&fx).await.unwrap_err();
     assert!(matches!(err, Error::Conflict { .. }), "{err:?}");

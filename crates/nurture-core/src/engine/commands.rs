@@ -13,6 +13,7 @@ use crate::rules::{EntryRules, ExitRules};
 use crate::settings::TenantSettings;
 use crate::store::*;
 
+
 /// A lead as the CRM sends it (create, or upsert when `id` is given).
 #[derive(Debug, Clone)]
 pub struct LeadInput {
@@ -183,7 +184,7 @@ impl Engine {
     /// same transaction (SPEC section 4).
     pub async fn upsert_lead(&self, p: Principal, input: LeadInput) -> Result<LeadWrite> {
         let now = self.now();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         if let Some(id) = input.id
             && let Some(existing) = tx.get_lead(p.tenant_id, id).await?
         {
@@ -243,7 +244,7 @@ impl Engine {
 
     pub async fn patch_lead(&self, p: Principal, id: LeadId, patch: LeadPatch) -> Result<LeadWrite> {
         let now = self.now();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let lead = tx.get_lead(p.tenant_id, id).await?.ok_or(Error::NotFound("lead"))?;
         let out = self.change_lead(tx.as_mut(), lead, patch, now).await?;
         tx.commit().await?;
@@ -286,7 +287,7 @@ impl Engine {
     }
 
     pub async fn get_lead(&self, p: Principal, id: LeadId) -> Result<Lead> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let lead = tx.get_lead(p.tenant_id, id).await?.ok_or(Error::NotFound("lead"))?;
         tx.commit().await?;
         Ok(lead)
@@ -301,7 +302,7 @@ impl Engine {
         if at > now {
             return Err(Error::invalid("at", format!("an event cannot happen in the future (now is {now})")));
         }
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let mut lead = tx.get_lead(p.tenant_id, id).await?.ok_or(Error::NotFound("lead"))?;
         let mut fx = Effects::default();
         let mut exit_reason: Option<&str> = None;
@@ -403,7 +404,7 @@ impl Engine {
         errors.extend(check_template(&input.subject, &input.body, input.html_body.as_deref()));
         invalid_unless_empty(errors)?;
         let now = self.now();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let existing = tx.get_template(p.tenant_id, &input.id).await?;
         if create_only && existing.is_some() {
             return Err(Error::Conflict {
@@ -428,14 +429,14 @@ impl Engine {
     }
 
     pub async fn get_template(&self, p: Principal, id: &TemplateId) -> Result<Template> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let t = tx.get_template(p.tenant_id, id).await?.ok_or(Error::NotFound("template"))?;
         tx.commit().await?;
         Ok(t)
     }
 
     pub async fn list_templates(&self, p: Principal, page: &Page) -> Result<Listed<Template>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let out = tx.list_templates(p.tenant_id, page).await?;
         tx.commit().await?;
         Ok(out)
@@ -462,28 +463,28 @@ impl Engine {
             updated_at: now,
             steps: input.steps,
         };
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         tx.insert_sequence(&sequence).await?;
         tx.commit().await?;
         Ok(sequence)
     }
 
     pub async fn get_sequence(&self, p: Principal, id: SequenceId) -> Result<Sequence> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let s = tx.get_sequence(p.tenant_id, id).await?.ok_or(Error::NotFound("sequence"))?;
         tx.commit().await?;
         Ok(s)
     }
 
     pub async fn list_sequences(&self, p: Principal, page: &Page) -> Result<Listed<Sequence>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let out = tx.list_sequences(p.tenant_id, page).await?;
         tx.commit().await?;
         Ok(out)
     }
 
     pub async fn sequence_stats(&self, p: Principal, id: SequenceId) -> Result<SequenceStats> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         tx.get_sequence(p.tenant_id, id).await?.ok_or(Error::NotFound("sequence"))?;
         let stats = tx.sequence_stats(p.tenant_id, id).await?;
         tx.commit().await?;
@@ -502,7 +503,7 @@ impl Engine {
         }
         invalid_unless_empty(errors)?;
         let now = self.now();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let mut s = tx.get_sequence(p.tenant_id, id).await?.ok_or(Error::NotFound("sequence"))?;
         if s.status == SequenceStatus::Archived {
             return Err(Error::conflict(format!("sequence {id} is archived and can no longer change")));
@@ -579,7 +580,7 @@ impl Engine {
     async fn transition(&self, p: Principal, id: SequenceId, to: SequenceStatus) -> Result<Sequence> {
         use SequenceStatus::*;
         let now = self.now();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let mut s = tx.get_sequence(p.tenant_id, id).await?.ok_or(Error::NotFound("sequence"))?;
         let allowed = matches!((s.status, to), (Draft, Active) | (Paused, Active) | (Active, Paused) | (Draft | Active | Paused, Archived));
         if !allowed {
@@ -639,14 +640,14 @@ impl Engine {
     // -- enrollments by hand -----------------------------------------------------------------------
 
     pub async fn get_enrollment(&self, p: Principal, id: EnrollmentId) -> Result<Enrollment> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let e = tx.get_enrollment(p.tenant_id, id).await?.ok_or(Error::NotFound("enrollment"))?;
         tx.commit().await?;
         Ok(e)
     }
 
     pub async fn list_enrollments(&self, p: Principal, filter: &EnrollmentFilter, page: &Page) -> Result<Listed<Enrollment>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let out = tx.list_enrollments(p.tenant_id, filter, page).await?;
         tx.commit().await?;
         Ok(out)
@@ -654,7 +655,7 @@ impl Engine {
 
     pub async fn pause_enrollment(&self, p: Principal, id: EnrollmentId) -> Result<Enrollment> {
         let now = self.now();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let mut e = tx.get_enrollment(p.tenant_id, id).await?.ok_or(Error::NotFound("enrollment"))?;
         if e.status != EnrollmentStatus::Active {
             return Err(Error::conflict(format!("only an active enrollment can be paused; it is {}", e.status)));
@@ -671,7 +672,7 @@ impl Engine {
     /// so it runs at once.
     pub async fn resume_enrollment(&self, p: Principal, id: EnrollmentId) -> Result<Enrollment> {
         let now = self.now();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let mut e = tx.get_enrollment(p.tenant_id, id).await?.ok_or(Error::NotFound("enrollment"))?;
         match (e.status, e.paused_reason) {
             (EnrollmentStatus::Paused, Some(PauseReason::Manual)) => {}
@@ -702,7 +703,7 @@ impl Engine {
             return Err(Error::invalid("reason", "a reason has at most 255 characters"));
         }
         let now = self.now();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let e = tx.get_enrollment(p.tenant_id, id).await?.ok_or(Error::NotFound("enrollment"))?;
         if !e.is_live() {
             return Err(Error::conflict(format!("the enrollment has already ended ({})", e.status)));
@@ -718,14 +719,14 @@ impl Engine {
     // -- approvals (HITL) -------------------------------------------------------------------------
 
     pub async fn list_approvals(&self, p: Principal, status: Option<ApprovalStatus>, page: &Page) -> Result<Listed<Approval>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let out = tx.list_approvals(p.tenant_id, status, page).await?;
         tx.commit().await?;
         Ok(out)
     }
 
     pub async fn get_approval(&self, p: Principal, id: ApprovalId) -> Result<Approval> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let a = tx.get_approval(p.tenant_id, id).await?.ok_or(Error::NotFound("approval"))?;
         tx.commit().await?;
         Ok(a)
@@ -734,7 +735,7 @@ impl Engine {
     /// An agent's draft replaces a pending approval's content; it still needs a human.
     pub async fn draft_approval(&self, p: Principal, id: ApprovalId, edit: ApprovalEdit) -> Result<Approval> {
         let now = self.now();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let mut a = self.pending_approval(tx.as_mut(), p, id).await?;
         edit_content(&mut a, edit)?;
         a.author = ApprovalAuthor::Agent;
@@ -772,7 +773,7 @@ impl Engine {
     /// cap or the window may defer it, and the approved content is what goes out then.
     pub async fn approve(&self, p: Principal, id: ApprovalId, edit: ApprovalEdit) -> Result<Approval> {
         let now = self.now();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let mut a = self.pending_approval(tx.as_mut(), p, id).await?;
         let edited = edit.subject.is_some() || edit.body.is_some() || edit.html_body.is_some();
         edit_content(&mut a, edit)?;
@@ -825,7 +826,7 @@ impl Engine {
     /// `approval_rejected`.
     pub async fn reject(&self, p: Principal, id: ApprovalId, reason: Option<String>, exit_sequence: bool) -> Result<Approval> {
         let now = self.now();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let mut a = self.pending_approval(tx.as_mut(), p, id).await?;
         let e = self.waiting_enrollment(tx.as_mut(), &a).await?;
         let sequence = tx.get_sequence(p.tenant_id, e.sequence_id).await?.ok_or(Error::NotFound("sequence"))?;
@@ -855,7 +856,7 @@ impl Engine {
     // -- tasks ----------------------------------------------------------------------------------
 
     pub async fn list_tasks(&self, p: Principal, status: Option<TaskStatus>, page: &Page) -> Result<Listed<Task>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let out = tx.list_tasks(p.tenant_id, status, page).await?;
         tx.commit().await?;
         Ok(out)
@@ -864,7 +865,7 @@ impl Engine {
     /// Completing a task resumes the enrollment it paused, from the next step.
     pub async fn complete_task(&self, p: Principal, id: TaskId) -> Result<Task> {
         let now = self.now();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let mut task = tx.get_task(p.tenant_id, id).await?.ok_or(Error::NotFound("task"))?;
         if task.status != TaskStatus::Open {
             return Err(Error::conflict(format!("the task is already {}", task.status)));
@@ -891,14 +892,14 @@ impl Engine {
     // -- reads ----------------------------------------------------------------------------------
 
     pub async fn list_messages(&self, p: Principal, filter: &MessageFilter, page: &Page) -> Result<Listed<Message>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let out = tx.list_messages(p.tenant_id, filter, page).await?;
         tx.commit().await?;
         Ok(out)
     }
 
     pub async fn list_activities(&self, p: Principal, filter: &ActivityFilter, page: &Page) -> Result<Listed<Activity>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let out = tx.list_activities(p.tenant_id, filter, page).await?;
         tx.commit().await?;
         Ok(out)

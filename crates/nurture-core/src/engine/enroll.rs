@@ -11,7 +11,7 @@ use super::{Engine, Principal};
 use crate::domain::*;
 use crate::error::{Error, Result};
 use crate::settings::TenantSettings;
-use crate::store::{Effects, Tx};
+use crate::store::{Effects, Scope, Tx};
 
 /// How many leads the sweep reads and enrolls per transaction: large enough for set-at-a-time
 /// writes, small enough that API writes wait at most a moment for the write lock.
@@ -124,7 +124,7 @@ impl Engine {
     /// with 422 for the lead's or sequence's state and 409 naming the enrollment in the way.
     pub async fn enroll(&self, p: Principal, lead_id: LeadId, sequence_id: SequenceId) -> Result<Enrollment> {
         let now = self.now();
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let lead = tx.get_lead(p.tenant_id, lead_id).await?.ok_or(Error::NotFound("lead"))?;
         let sequence = tx.get_sequence(p.tenant_id, sequence_id).await?.ok_or(Error::NotFound("sequence"))?;
         let settings = self.settings(tx.as_mut(), p.tenant_id).await?;
@@ -170,7 +170,7 @@ impl Engine {
     /// The periodic sweep: enrolls every lead whose entry rules have become true with time.
     /// Returns how many it enrolled.
     pub async fn sweep(&self, now: Timestamp) -> Result<u64> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::System).await?;
         let tenants = tx.tenants_with_auto_enroll().await?;
         tx.commit().await?;
         let mut enrolled = 0;
@@ -184,7 +184,7 @@ impl Engine {
     }
 
     async fn sweep_tenant(&self, tenant: TenantId, now: Timestamp) -> Result<u64> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
         let settings = self.settings(tx.as_mut(), tenant).await?;
         let sequences = tx.auto_enroll_sequences(tenant).await?;
         if sequences.is_empty() {
@@ -217,7 +217,7 @@ impl Engine {
         let mut enrolled = 0u64;
         let mut after = None;
         loop {
-            let mut tx = self.begin().await?;
+            let mut tx = self.begin(Scope::Tenant(tenant)).await?;
             let leads = tx.enrollable_leads(tenant, &statuses, bands.as_deref(), after, SWEEP_PAGE).await?;
             let Some(last) = leads.last() else {
                 tx.commit().await?;

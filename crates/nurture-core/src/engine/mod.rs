@@ -17,7 +17,7 @@ use crate::domain::*;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::settings::TenantSettings;
-use crate::store::{Store, Tx};
+use crate::store::{Scope, Store, Tx};
 
 pub use commands::*;
 pub use scheduler::{BatchReport, SchedulerConfig};
@@ -98,8 +98,8 @@ impl Engine {
         self.wake.clone()
     }
 
-    async fn begin(&self) -> Result<Box<dyn Tx>> {
-        self.store.begin().await
+    async fn begin(&self, scope: Scope) -> Result<Box<dyn Tx>> {
+        self.store.begin(scope).await
     }
 
     async fn settings(&self, tx: &mut dyn Tx, tenant: TenantId) -> Result<TenantSettings> {
@@ -126,7 +126,7 @@ impl Engine {
             created_at: now,
         };
         let (plain, record) = keys::generate(&self.key_pepper, tenant.id, user.id, now);
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(tenant.id)).await?;
         tx.insert_tenant(&tenant).await?;
         tx.insert_user(&user).await?;
         tx.insert_api_key(&record).await?;
@@ -137,7 +137,8 @@ impl Engine {
     /// The principal an API key stands for, or `None` for a wrong or unknown key.
     pub async fn authenticate(&self, api_key: &str) -> Result<Option<Principal>> {
         let Some(prefix) = keys::prefix_of(api_key) else { return Ok(None) };
-        let mut tx = self.begin().await?;
+        // Before the key is found there is no tenant: the lookup by prefix is system work.
+        let mut tx = self.begin(Scope::System).await?;
         let record = tx.find_api_key(prefix).await?;
         tx.commit().await?;
         Ok(record
@@ -146,7 +147,7 @@ impl Engine {
     }
 
     pub async fn get_settings(&self, p: Principal) -> Result<TenantSettings> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let s = self.settings(tx.as_mut(), p.tenant_id).await?;
         tx.commit().await?;
         Ok(s)
@@ -154,7 +155,7 @@ impl Engine {
 
     /// Merge-patches the tenant's settings; errors name the setting.
     pub async fn patch_settings(&self, p: Principal, patch: &serde_json::Value) -> Result<TenantSettings> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let current = self.settings(tx.as_mut(), p.tenant_id).await?;
         let next = current.patched(patch)?;
         tx.update_tenant_settings(p.tenant_id, &next).await?;
@@ -165,14 +166,14 @@ impl Engine {
 
     /// Idempotency-Key support for the API: the saved response for a key, if any.
     pub async fn saved_response(&self, p: Principal, key: &str) -> Result<Option<crate::store::SavedResponse>> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let saved = tx.get_saved_response(p.tenant_id, key).await?;
         tx.commit().await?;
         Ok(saved)
     }
 
     pub async fn save_response(&self, p: Principal, key: &str, saved: &crate::store::SavedResponse) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         tx.save_response(p.tenant_id, key, saved, self.now()).await?;
         tx.commit().await
     }

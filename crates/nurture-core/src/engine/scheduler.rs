@@ -16,7 +16,7 @@ use crate::domain::*;
 use crate::error::{Error, Result};
 use crate::render::Renderer;
 use crate::settings::TenantSettings;
-use crate::store::Effects;
+use crate::store::{Effects, Scope};
 
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -58,7 +58,7 @@ impl Engine {
 
     /// Claims one batch, executes it and commits it. Returns how many steps ran.
     async fn run_batch(&self, until: Timestamp, floor: Timestamp, report: &mut BatchReport) -> Result<usize> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::System).await?;
         let claimed = tx.claim_due(until, self.config.batch_size).await?;
         if claimed.is_empty() {
             tx.commit().await?;
@@ -188,15 +188,16 @@ impl Engine {
         Ok(target)
     }
 
-    /// Real clock: runs due work and the hourly sweep until `shutdown` resolves, sleeping until
-    /// the next due instant or a wake-up from a write (never busy-polling). The current batch is
-    /// always finished before it returns.
-    pub async fn run_scheduler(&self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
-        tokio::pin!(shutdown);
+    /// Real clock: runs due work and the hourly sweep until `stop` turns true, sleeping until
+    /// the next due instant or a wake-up from a write (never busy-polling). A batch that has
+    /// begun is always finished and committed before it returns.
+    pub async fn run_scheduler(&self, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<()> {
         let mut failures = 0u32;
         loop {
-            let result = self.scheduler_tick().await;
-            let sleep_for = match result {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let sleep_for = match self.scheduler_tick(&stop).await {
                 Ok(next) => {
                     failures = 0;
                     next
@@ -210,31 +211,37 @@ impl Engine {
                 }
             };
             tokio::select! {
-                _ = &mut shutdown => return Ok(()),
+                _ = stop.wait_for(|s| *s) => return Ok(()),
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(sleep_for) => {}
             }
         }
     }
 
-    /// One pass of the real-clock loop: due work, the sweep if its hour has come. Returns how
-    /// long to sleep.
-    async fn scheduler_tick(&self) -> Result<Duration> {
-        let now = self.now();
-        let report = self.run_due(now, now).await?;
+    /// One pass of the real-clock loop: due work batch by batch, each at the current time, then
+    /// the sweep if its hour has come. Returns how long to sleep.
+    async fn scheduler_tick(&self, stop: &tokio::sync::watch::Receiver<bool>) -> Result<Duration> {
+        let mut report = BatchReport::default();
+        while !*stop.borrow() {
+            let now = self.now();
+            if self.run_batch(now, now, &mut report).await? == 0 {
+                break;
+            }
+        }
         if report.steps > 0 {
             tracing::debug!(steps = report.steps, batches = report.batches, "ran due steps");
         }
         crate::telemetry::record_batch(&report);
+        let now = self.now();
         let next_sweep = *self.next_sweep.lock().await;
-        if now >= next_sweep {
+        if now >= next_sweep && !*stop.borrow() {
             let n = self.sweep(now).await?;
             tracing::info!(enrolled = n, "enrollment sweep");
             *self.next_sweep.lock().await = next_hour_after(now);
         }
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin(Scope::System).await?;
         let next_due = tx.next_due_at().await?;
-        let backlog = tx.due_count(now).await?;
+        let backlog = tx.due_count(self.now()).await?;
         tx.commit().await?;
         crate::telemetry::record_backlog(backlog);
         let next_sweep = *self.next_sweep.lock().await;

@@ -1,0 +1,213 @@
+//! `nurture bench`: builds a database of N leads with 10 active sequences and measures the
+//! engine doing its real work (issue #2, "Figures"): one auto-enrollment pass over all leads, and
+//! durable step executions, each the full procedure (reload and re-check the lead, exits, cap
+//! and window, render, outbox row, activity rows, pointer). It prints figures; nothing asserts
+//! them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::bail;
+use jiff::{SignedDuration, Timestamp};
+use nurture_core::clock::ManualClock;
+use nurture_core::domain::*;
+use nurture_core::engine::*;
+use nurture_core::rules::{EntryRules, ExitRules};
+use nurture_core::store::Store;
+use nurture_core::{Engine, Principal};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::cli::{Backend, BenchArgs};
+
+const SEQUENCES: usize = 10;
+/// Leads written per transaction while building the database.
+const INSERT_CHUNK: usize = 20_000;
+
+#[derive(Debug, Serialize)]
+struct Figures {
+    backend: &'static str,
+    leads: u32,
+    sequences: usize,
+    batch_size: u32,
+    setup_seconds: f64,
+    enrolled: u64,
+    enroll_pass_seconds: f64,
+    /// Durable step executions per second over both rounds.
+    steps_per_sec: f64,
+    steps: u64,
+    step_seconds: f64,
+    /// Round 1: every enrollment's first email. Round 2: the second email, 48 h later, with the
+    /// frequency cap reading the first.
+    round_steps_per_sec: [f64; 2],
+    /// Emails queued in the outbox.
+    messages: u64,
+    peak_rss_mb: f64,
+}
+
+/// Peak resident memory of this process so far (Linux `VmHWM`).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.backend == Backend::Postgres {
+        bail!("the PostgreSQL backend is not part of this build yet (issue #4)");
+    }
+    let tmp;
+    let dir = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let path = dir.join(format!("bench-{}.db", new_id().simple()));
+    let url = format!("sqlite://{}", path.display());
+    let store = crate::ready_store(&url).await?;
+    let figures = measure(store, args).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let figures = figures?;
+    if args.json {
+        println!("{}", serde_json::to_string(&figures)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    }
+    Ok(())
+}
+
+async fn measure(store: Arc<dyn Store>, args: &BenchArgs) -> anyhow::Result<Figures> {
+    let t0: Timestamp = "2026-03-02T10:00:00Z".parse()?;
+    let clock = Arc::new(ManualClock::new(t0));
+    let engine = Engine::with_manual_clock(store.clone(), clock.clone())
+        .with_config(SchedulerConfig { batch_size: args.batch_size, ..Default::default() });
+    let (_, key) = engine.create_tenant("bench").await?;
+    let p = engine.authenticate(&key).await?.expect("a fresh key authenticates");
+
+    let setup = Instant::now();
+    build(&engine, store.as_ref(), p, args.leads, t0).await?;
+    let setup_seconds = setup.elapsed().as_secs_f64();
+
+    let pass = Instant::now();
+    let enrolled = engine.sweep(t0).await?;
+    let enroll_pass_seconds = pass.elapsed().as_secs_f64();
+
+    let mut round_steps_per_sec = [0.0; 2];
+    let mut steps = 0;
+    let mut messages = 0;
+    let mut step_seconds = 0.0;
+    for (round, at) in [t0, t0 + SignedDuration::from_hours(48)].into_iter().enumerate() {
+        clock.set(at);
+        let started = Instant::now();
+        let report = engine.run_due(at, at).await?;
+        let secs = started.elapsed().as_secs_f64();
+        round_steps_per_sec[round] = report.steps as f64 / secs;
+        steps += report.steps;
+        messages += report.outcomes.get("email:nurture_step_executed").copied().unwrap_or(0);
+        step_seconds += secs;
+    }
+    Ok(Figures {
+        backend: store.backend(),
+        leads: args.leads,
+        sequences: SEQUENCES,
+        batch_size: args.batch_size,
+        setup_seconds,
+        enrolled,
+        enroll_pass_seconds,
+        steps_per_sec: steps as f64 / step_seconds,
+        steps,
+        step_seconds,
+        round_steps_per_sec,
+        messages,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+/// Ten sequences, each for one segment, and N leads spread over statuses, bands and segments
+/// like a CRM's: about a third of them match a sequence.
+async fn build(engine: &Engine, store: &dyn Store, p: Principal, leads: u32, now: Timestamp) -> anyhow::Result<()> {
+    for i in 0..SEQUENCES {
+        let id = TemplateId::parse(&format!("t{i}"))?;
+        let input = TemplateInput {
+            id: id.clone(),
+            name: format!("Template {i}"),
+            subject: format!("{{{{ first_name }}}}, idea #{i} for {{{{ company }}}}"),
+            body: "Hi {{ first_name }},\n\nHere is something for {{ company }}.\n\nBest".into(),
+            html_body: None,
+            pre_approved: false,
+        };
+        engine.put_template(p, input, false).await?;
+        let step = |order: i64, delay: i64| -> anyhow::Result<Step> {
+            Ok(Step {
+                step_order: StepOrder::parse(order)?,
+                channel: Channel::Email,
+                delay_hours: DelayHours::parse(delay)?,
+                template_id: Some(id.clone()),
+                requires_human_approval: false,
+                conditions: None,
+            })
+        };
+        let input = SequenceInput {
+            name: format!("Segment {i}"),
+            priority: 0,
+            entry_rules: Some(EntryRules::parse(&json!({"segments_any": [format!("seg{i}")]}), "entry_rules").map_err(|e| anyhow::anyhow!("{e:?}"))?),
+            exit_rules: ExitRules::default(),
+            steps: vec![step(1, 0)?, step(2, 48)?, step(3, 96)?],
+        };
+        let s = engine.create_sequence(p, input).await?;
+        engine.activate_sequence(p, s.id).await?;
+    }
+    let statuses = [LeadStatus::New, LeadStatus::Contacted, LeadStatus::Qualified, LeadStatus::Qualified, LeadStatus::Converted];
+    let bands = ["cold", "warm", "warm", "hot", "cold"];
+    let mut n = 0u32;
+    while n < leads {
+        let chunk: Vec<Lead> = (n..leads.min(n + INSERT_CHUNK as u32))
+            .map(|i| {
+                let k = i as usize;
+                Ok(Lead {
+                    id: new_id(),
+                    tenant_id: p.tenant_id,
+                    email: EmailAddress::parse(&format!("lead{i}@example.com"))?,
+                    first_name: Some(format!("Lead{i}")),
+                    last_name: Some("Bench".into()),
+                    company: Some(format!("Company {}", k % 997)),
+                    timezone: None,
+                    status: statuses[k % statuses.len()],
+                    score: (k % 100) as i64,
+                    score_band: Some(bands[(k / 5) % bands.len()].into()),
+                    segments: vec![format!("seg{}", k % SEQUENCES)],
+                    attributes: serde_json::Map::new(),
+                    owner_id: None,
+                    do_not_contact: k % 50 == 0,
+                    unsubscribed: false,
+                    bounced: false,
+                    last_reply_at: None,
+                    last_reply_sentiment: None,
+                    last_engaged_at: None,
+                    last_outbound_at: None,
+                    created_at: now,
+                    updated_at: now,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let mut tx = store.begin(nurture_core::store::Scope::Tenant(p.tenant_id)).await?;
+        tx.insert_leads(&chunk).await?;
+        tx.commit().await?;
+        n += chunk.len() as u32;
+    }
+    Ok(())
+}
