@@ -2,7 +2,10 @@
 //! the engine on a manual clock, and short helpers for the objects every test builds.
 //!
 //! The suite itself is `tests/behaviour/`. Each test is written once with [`behaviour_test!`]
-//! and runs once per backend (river's `riverdrivertest`, atuin's `tests-database`).
+//! and runs once per backend (river's `riverdrivertest`, atuin's `tests-database`): on SQLite in
+//! a temporary directory, and on PostgreSQL in a database of its own created on the server
+//! named by `NURTURE_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`) and dropped with
+//! the harness, also when the test fails.
 
 use std::sync::Arc;
 
@@ -22,12 +25,18 @@ pub struct Harness {
     pub clock: Arc<ManualClock>,
     pub p: Principal,
     pub store: Arc<dyn Store>,
-    _dir: Option<tempfile::TempDir>,
+    /// What the database lives in, released after everything above (fields drop in order).
+    _backing: Backing,
+}
+
+/// Where a harness's database lives; dropping it removes the database.
+enum Backing {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres(#[allow(dead_code)] nurture_postgres::testing::TestDatabase),
 }
 
 /// Writes a test once and runs it on every backend, each on its own fresh database:
-/// `behaviour_test!(name, |h| async move { ... });` gives `name::sqlite` (and `name::postgres`
-/// once that backend exists).
+/// `behaviour_test!(name, |h| async move { ... });` gives `name::sqlite` and `name::postgres`.
 #[macro_export]
 macro_rules! behaviour_test {
     ($name:ident, |$h:ident| $body:expr) => {
@@ -39,6 +48,11 @@ macro_rules! behaviour_test {
                 let $h = $crate::Harness::sqlite().await;
                 $body.await;
             }
+            #[tokio::test]
+            async fn postgres() {
+                let $h = $crate::Harness::postgres().await;
+                $body.await;
+            }
         }
     };
 }
@@ -48,17 +62,33 @@ impl Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}/nurture.db", dir.path().display());
         let store: Arc<dyn Store> = Arc::new(nurture_sqlite::SqliteStore::connect(&url).await.expect("open sqlite"));
-        Self::on(store, Some(dir)).await
+        Self::on(store, Backing::Sqlite(dir)).await
     }
 
-    async fn on(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>) -> Harness {
+    pub async fn postgres() -> Harness {
+        let db = nurture_postgres::testing::TestDatabase::create().await.expect("create a PostgreSQL test database");
+        let store: Arc<dyn Store> =
+            Arc::new(nurture_postgres::PgStore::connect_with(db.options()).await.expect("connect to PostgreSQL"));
+        Self::on(store, Backing::Postgres(db)).await
+    }
+
+    /// A fresh harness on the same backend as `other`, for tests that compare two histories:
+    /// each backend's run compares like with like.
+    pub async fn same_backend(other: &Harness) -> Harness {
+        match other._backing {
+            Backing::Sqlite(_) => Harness::sqlite().await,
+            Backing::Postgres(_) => Harness::postgres().await,
+        }
+    }
+
+    async fn on(store: Arc<dyn Store>, backing: Backing) -> Harness {
         store.migrate().await.expect("migrate");
         let clock = Arc::new(ManualClock::new(START.parse().unwrap()));
         let engine = Arc::new(Engine::with_manual_clock(store.clone(), clock.clone()));
         let (tenant, _key) = engine.create_tenant("behaviour").await.expect("tenant");
         let p = engine.authenticate(&_key).await.unwrap().expect("key authenticates");
         assert_eq!(p.tenant_id, tenant.id);
-        Harness { engine, clock, p, store, _dir: dir }
+        Harness { engine, clock, p, store, _backing: backing }
     }
 
     /// A second tenant on the same engine.

@@ -27,7 +27,9 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: Timestamp) -> Self {
-        ManualClock { now: Mutex::new(truncate_to_micros(start)) }
+        ManualClock {
+            now: Mutex::new(truncate_to_micros(start)),
+        }
     }
     pub fn set(&self, to: Timestamp) {
         *self.now.lock().expect("clock lock") = truncate_to_micros(to);

@@ -250,7 +250,9 @@ impl StepOrder {
         if (1..=1000).contains(&n) {
             Ok(StepOrder(n as u16))
         } else {
-            Err(ParseError(format!("step_order must be between 1 and 1000, got {n}")))
+            Err(ParseError(format!(
+                "step_order must be between 1 and 1000, got {n}"
+            )))
         }
     }
     pub fn get(self) -> i64 {
@@ -284,7 +286,10 @@ impl DelayHours {
         if (0..=Self::MAX).contains(&n) {
             Ok(DelayHours(n as u32))
         } else {
-            Err(ParseError(format!("delay_hours must be between 0 and {}, got {n}", Self::MAX)))
+            Err(ParseError(format!(
+                "delay_hours must be between 0 and {}, got {n}",
+                Self::MAX
+            )))
         }
     }
     pub fn get(self) -> i64 {
@@ -316,7 +321,10 @@ impl TemplateId {
         if raw.is_empty() || raw.len() > 255 {
             return Err(ParseError("a template id has 1 to 255 characters".into()));
         }
-        if !raw.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if !raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             return Err(ParseError(format!(
                 "{raw:?}: a template id may hold only letters, digits, '-', '_' and '.'"
             )));
@@ -490,7 +498,10 @@ pub struct Enrollment {
 
 impl Enrollment {
     pub fn is_live(&self) -> bool {
-        matches!(self.status, EnrollmentStatus::Active | EnrollmentStatus::Paused)
+        matches!(
+            self.status,
+            EnrollmentStatus::Active | EnrollmentStatus::Paused
+        )
     }
 }
 

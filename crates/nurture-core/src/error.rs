@@ -12,7 +12,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { path: path.into(), message: message.into() }
+        FieldError {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -39,7 +42,10 @@ pub enum Error {
     /// The object is not in a state that allows this (409), e.g. an illegal lifecycle
     /// transition or a lead already enrolled; `conflicting` names the object in the way.
     #[error("{message}")]
-    Conflict { message: String, conflicting: Option<serde_json::Value> },
+    Conflict {
+        message: String,
+        conflicting: Option<serde_json::Value>,
+    },
     /// Storage or another dependency failed; logged once at the edge, answered as a 500.
     #[error("storage error: {0}")]
     Store(#[source] BoxError),
@@ -50,7 +56,10 @@ impl Error {
         Error::Invalid(vec![FieldError::new(path, message)])
     }
     pub fn conflict(message: impl Into<String>) -> Self {
-        Error::Conflict { message: message.into(), conflicting: None }
+        Error::Conflict {
+            message: message.into(),
+            conflicting: None,
+        }
     }
     pub fn store(e: impl Into<BoxError>) -> Self {
         Error::Store(e.into())

@@ -22,13 +22,25 @@ pub fn hash(pepper: &[u8], key: &str) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-pub fn generate(pepper: &[u8], tenant_id: TenantId, user_id: UserId, now: Timestamp) -> (String, ApiKeyRecord) {
+pub fn generate(
+    pepper: &[u8],
+    tenant_id: TenantId,
+    user_id: UserId,
+    now: Timestamp,
+) -> (String, ApiKeyRecord) {
     let mut bytes = [0u8; 30];
     rand::rng().fill_bytes(&mut bytes);
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let prefix = hex[..PREFIX_LEN].to_string();
     let plain = format!("nk_{prefix}_{}", &hex[PREFIX_LEN..]);
-    let record = ApiKeyRecord { id: new_id(), tenant_id, user_id, prefix, hash: hash(pepper, &plain), created_at: now };
+    let record = ApiKeyRecord {
+        id: new_id(),
+        tenant_id,
+        user_id,
+        prefix,
+        hash: hash(pepper, &plain),
+        created_at: now,
+    };
     (plain, record)
 }
 

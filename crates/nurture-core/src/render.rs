@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 
+use crate::domain::Template;
 use crate::domain::{Lead, TemplateId, TenantId};
 use crate::error::FieldError;
-use crate::domain::Template;
 
 /// The names a template may use: the lead's own fields (SPEC section 2, `leads`).
 pub const LEAD_FIELDS: &[&str] = &[
@@ -42,7 +42,11 @@ fn environment() -> Environment<'static> {
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(FUEL));
     env.set_auto_escape_callback(|name| {
-        if name.ends_with(".html") { AutoEscape::Html } else { AutoEscape::None }
+        if name.ends_with(".html") {
+            AutoEscape::Html
+        } else {
+            AutoEscape::None
+        }
     });
     env
 }
@@ -52,7 +56,11 @@ fn environment() -> Environment<'static> {
 pub fn check_template(subject: &str, body: &str, html_body: Option<&str>) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let env = environment();
-    let parts = [("subject", Some(subject)), ("body", Some(body)), ("html_body", html_body)];
+    let parts = [
+        ("subject", Some(subject)),
+        ("body", Some(body)),
+        ("html_body", html_body),
+    ];
     for (path, source) in parts {
         let Some(source) = source else { continue };
         match env.template_from_str(source) {
@@ -87,7 +95,10 @@ pub struct Renderer {
 
 impl Default for Renderer {
     fn default() -> Self {
-        Renderer { env: environment(), loaded: HashSet::new() }
+        Renderer {
+            env: environment(),
+            loaded: HashSet::new(),
+        }
     }
 }
 
@@ -152,8 +163,14 @@ pub fn lead_context(lead: &Lead) -> Value {
     }
     m.insert("status", Value::from(lead.status.as_str()));
     m.insert("score", Value::from(lead.score));
-    m.insert("segments", Value::from(minijinja::value::Serde(&lead.segments)));
-    m.insert("attributes", Value::from(minijinja::value::Serde(&lead.attributes)));
+    m.insert(
+        "segments",
+        Value::from(minijinja::value::Serde(&lead.segments)),
+    );
+    m.insert(
+        "attributes",
+        Value::from(minijinja::value::Serde(&lead.attributes)),
+    );
     Value::from(m)
 }
 
@@ -191,7 +208,10 @@ mod tests {
             score: 60,
             score_band: Some("warm".into()),
             segments: vec!["smb".into()],
-            attributes: serde_json::json!({"plan": {"tier": "pro"}}).as_object().unwrap().clone(),
+            attributes: serde_json::json!({"plan": {"tier": "pro"}})
+                .as_object()
+                .unwrap()
+                .clone(),
             owner_id: None,
             do_not_contact: false,
             unsubscribed: false,
@@ -208,11 +228,17 @@ mod tests {
     #[test]
     fn renders_lead_fields_and_escapes_only_html() {
         let mut r = Renderer::default();
-        let t = template("Hi {{ first_name }}", "{{ company }} on {{ attributes.plan.tier }}");
+        let t = template(
+            "Hi {{ first_name }}",
+            "{{ company }} on {{ attributes.plan.tier }}",
+        );
         let out = r.render(&t, &lead()).unwrap();
         assert_eq!(out.subject, "Hi Ada");
         assert_eq!(out.body, "<Acme & Co> on pro");
-        assert_eq!(out.html_body.as_deref(), Some("<p>&lt;Acme &amp; Co&gt;</p>"));
+        assert_eq!(
+            out.html_body.as_deref(),
+            Some("<p>&lt;Acme &amp; Co&gt;</p>")
+        );
     }
 
     #[test]
@@ -220,7 +246,10 @@ mod tests {
         let mut r = Renderer::default();
         let t = template("Hi {{ last_name }}", "x");
         let err = r.render(&t, &lead()).unwrap_err();
-        assert!(err.contains("subject") && err.contains("undefined"), "{err}");
+        assert!(
+            err.contains("subject") && err.contains("undefined"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -59,11 +59,16 @@ impl TenantSettings {
             return Err(crate::Error::invalid("settings", "expected a JSON object"));
         };
         let mut merged = serde_json::to_value(self).map_err(crate::Error::store)?;
-        let target = merged.as_object_mut().expect("settings serialize to an object");
+        let target = merged
+            .as_object_mut()
+            .expect("settings serialize to an object");
         let mut errors = Vec::new();
         for (key, value) in changes {
             if !target.contains_key(key) {
-                errors.push(FieldError::new(format!("settings.{key}"), "unknown setting"));
+                errors.push(FieldError::new(
+                    format!("settings.{key}"),
+                    "unknown setting",
+                ));
                 continue;
             }
             target.insert(key.clone(), value.clone());
@@ -87,10 +92,16 @@ impl TenantSettings {
         };
         if let Some(s) = &parsed {
             if s.max_messages_per_window == 0 {
-                errors.push(FieldError::new("settings.max_messages_per_window", "must be at least 1"));
+                errors.push(FieldError::new(
+                    "settings.max_messages_per_window",
+                    "must be at least 1",
+                ));
             }
             if s.message_window_hours == 0 {
-                errors.push(FieldError::new("settings.message_window_hours", "must be at least 1"));
+                errors.push(FieldError::new(
+                    "settings.message_window_hours",
+                    "must be at least 1",
+                ));
             }
             if s.max_steps == 0 {
                 errors.push(FieldError::new("settings.max_steps", "must be at least 1"));
@@ -116,8 +127,13 @@ fn serde_path_error(value: &serde_json::Value) -> std::result::Result<TenantSett
         for (key, v) in map {
             let mut probe = serde_json::Map::new();
             probe.insert(key.clone(), v.clone());
-            if let Err(e) = serde_json::from_value::<TenantSettings>(serde_json::Value::Object(probe)) {
-                return Err(FieldError::new(format!("settings.{key}"), strip_serde_position(&e)));
+            if let Err(e) =
+                serde_json::from_value::<TenantSettings>(serde_json::Value::Object(probe))
+            {
+                return Err(FieldError::new(
+                    format!("settings.{key}"),
+                    strip_serde_position(&e),
+                ));
             }
         }
     }

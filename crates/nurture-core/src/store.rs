@@ -150,21 +150,39 @@ pub trait Tx: Send {
     // -- tenants, users, keys, idempotency ------------------------------------------------
     async fn insert_tenant(&mut self, tenant: &Tenant) -> Result<()>;
     async fn get_tenant(&mut self, id: TenantId) -> Result<Option<Tenant>>;
-    async fn update_tenant_settings(&mut self, id: TenantId, settings: &TenantSettings) -> Result<()>;
+    async fn update_tenant_settings(
+        &mut self,
+        id: TenantId,
+        settings: &TenantSettings,
+    ) -> Result<()>;
     async fn insert_user(&mut self, user: &User) -> Result<()>;
     async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> Result<()>;
     async fn find_api_key(&mut self, prefix: &str) -> Result<Option<ApiKeyRecord>>;
-    async fn get_saved_response(&mut self, tenant: TenantId, key: &str) -> Result<Option<SavedResponse>>;
+    async fn get_saved_response(
+        &mut self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<SavedResponse>>;
     /// Saves unless a response is already saved under the key (first writer wins).
-    async fn save_response(&mut self, tenant: TenantId, key: &str, saved: &SavedResponse, now: Timestamp) -> Result<()>;
+    async fn save_response(
+        &mut self,
+        tenant: TenantId,
+        key: &str,
+        saved: &SavedResponse,
+        now: Timestamp,
+    ) -> Result<()>;
 
     // -- templates --------------------------------------------------------------------------
     /// Insert, or replace the content of the template with this id.
     async fn upsert_template(&mut self, template: &Template) -> Result<()>;
-    async fn get_template(&mut self, tenant: TenantId, id: &TemplateId) -> Result<Option<Template>>;
+    async fn get_template(&mut self, tenant: TenantId, id: &TemplateId)
+    -> Result<Option<Template>>;
     async fn list_templates(&mut self, tenant: TenantId, page: &Page) -> Result<Listed<Template>>;
     /// Every template of the given tenants, keyed by (tenant, id): what a scheduler batch renders.
-    async fn templates_of(&mut self, tenants: &[TenantId]) -> Result<HashMap<(TenantId, TemplateId), Template>>;
+    async fn templates_of(
+        &mut self,
+        tenants: &[TenantId],
+    ) -> Result<HashMap<(TenantId, TemplateId), Template>>;
 
     // -- sequences --------------------------------------------------------------------------
     async fn insert_sequence(&mut self, sequence: &Sequence) -> Result<()>;
@@ -175,7 +193,10 @@ pub trait Tx: Send {
     async fn list_sequences(&mut self, tenant: TenantId, page: &Page) -> Result<Listed<Sequence>>;
     /// Sequences by (tenant, id), steps included: what a scheduler batch needs. Every lookup
     /// carries the tenant, so a backend distributed by tenant can route it.
-    async fn sequences_by_id(&mut self, keys: &[(TenantId, SequenceId)]) -> Result<HashMap<SequenceId, Sequence>>;
+    async fn sequences_by_id(
+        &mut self,
+        keys: &[(TenantId, SequenceId)],
+    ) -> Result<HashMap<SequenceId, Sequence>>;
     /// Active sequences with entry rules, highest priority first, then oldest (SPEC 4 Enrollment).
     async fn auto_enroll_sequences(&mut self, tenant: TenantId) -> Result<Vec<Sequence>>;
     /// Tenants that have at least one active sequence with entry rules (the sweep's worklist).
@@ -201,18 +222,49 @@ pub trait Tx: Send {
         limit: u32,
     ) -> Result<Vec<Lead>>;
     /// Outbound message times per lead since `since` (the frequency cap's input).
-    async fn outbound_since(&mut self, leads: &[(TenantId, LeadId)], since: Timestamp) -> Result<HashMap<LeadId, Vec<Timestamp>>>;
+    async fn outbound_since(
+        &mut self,
+        leads: &[(TenantId, LeadId)],
+        since: Timestamp,
+    ) -> Result<HashMap<LeadId, Vec<Timestamp>>>;
 
     // -- enrollments --------------------------------------------------------------------------
-    async fn get_enrollment(&mut self, tenant: TenantId, id: EnrollmentId) -> Result<Option<Enrollment>>;
-    async fn live_enrollment(&mut self, tenant: TenantId, lead: LeadId) -> Result<Option<Enrollment>>;
+    async fn get_enrollment(
+        &mut self,
+        tenant: TenantId,
+        id: EnrollmentId,
+    ) -> Result<Option<Enrollment>>;
+    async fn live_enrollment(
+        &mut self,
+        tenant: TenantId,
+        lead: LeadId,
+    ) -> Result<Option<Enrollment>>;
     /// The most recent enrollment of the lead in the sequence that ended after `since`
     /// (the re-enrollment cooldown).
-    async fn ended_since(&mut self, tenant: TenantId, lead: LeadId, sequence: SequenceId, since: Timestamp) -> Result<Option<Enrollment>>;
+    async fn ended_since(
+        &mut self,
+        tenant: TenantId,
+        lead: LeadId,
+        sequence: SequenceId,
+        since: Timestamp,
+    ) -> Result<Option<Enrollment>>;
     /// (lead, sequence) pairs of the tenant whose enrollment ended after `since`.
-    async fn ended_pairs_since(&mut self, tenant: TenantId, since: Timestamp) -> Result<Vec<(LeadId, SequenceId)>>;
-    async fn list_enrollments(&mut self, tenant: TenantId, filter: &EnrollmentFilter, page: &Page) -> Result<Listed<Enrollment>>;
-    async fn live_enrollments_of_sequence(&mut self, tenant: TenantId, sequence: SequenceId) -> Result<Vec<Enrollment>>;
+    async fn ended_pairs_since(
+        &mut self,
+        tenant: TenantId,
+        since: Timestamp,
+    ) -> Result<Vec<(LeadId, SequenceId)>>;
+    async fn list_enrollments(
+        &mut self,
+        tenant: TenantId,
+        filter: &EnrollmentFilter,
+        page: &Page,
+    ) -> Result<Listed<Enrollment>>;
+    async fn live_enrollments_of_sequence(
+        &mut self,
+        tenant: TenantId,
+        sequence: SequenceId,
+    ) -> Result<Vec<Enrollment>>;
     /// Claims up to `limit` active enrollments of active sequences due at or before `until`,
     /// oldest due first, across tenants. The claim holds until the transaction ends.
     async fn claim_due(&mut self, until: Timestamp, limit: u32) -> Result<Vec<Enrollment>>;
@@ -223,16 +275,43 @@ pub trait Tx: Send {
 
     // -- approvals, tasks, messages, activities ------------------------------------------------
     async fn get_approval(&mut self, tenant: TenantId, id: ApprovalId) -> Result<Option<Approval>>;
-    async fn list_approvals(&mut self, tenant: TenantId, status: Option<ApprovalStatus>, page: &Page) -> Result<Listed<Approval>>;
-    async fn approvals_by_id(&mut self, keys: &[(TenantId, ApprovalId)]) -> Result<HashMap<ApprovalId, Approval>>;
+    async fn list_approvals(
+        &mut self,
+        tenant: TenantId,
+        status: Option<ApprovalStatus>,
+        page: &Page,
+    ) -> Result<Listed<Approval>>;
+    async fn approvals_by_id(
+        &mut self,
+        keys: &[(TenantId, ApprovalId)],
+    ) -> Result<HashMap<ApprovalId, Approval>>;
     async fn get_task(&mut self, tenant: TenantId, id: TaskId) -> Result<Option<Task>>;
-    async fn list_tasks(&mut self, tenant: TenantId, status: Option<TaskStatus>, page: &Page) -> Result<Listed<Task>>;
+    async fn list_tasks(
+        &mut self,
+        tenant: TenantId,
+        status: Option<TaskStatus>,
+        page: &Page,
+    ) -> Result<Listed<Task>>;
     /// Pending approvals and open tasks of an enrollment (cancelled when it ends).
-    async fn open_work(&mut self, tenant: TenantId, enrollment: EnrollmentId) -> Result<(Vec<Approval>, Vec<Task>)>;
+    async fn open_work(
+        &mut self,
+        tenant: TenantId,
+        enrollment: EnrollmentId,
+    ) -> Result<(Vec<Approval>, Vec<Task>)>;
     async fn get_message(&mut self, tenant: TenantId, id: MessageId) -> Result<Option<Message>>;
-    async fn list_messages(&mut self, tenant: TenantId, filter: &MessageFilter, page: &Page) -> Result<Listed<Message>>;
+    async fn list_messages(
+        &mut self,
+        tenant: TenantId,
+        filter: &MessageFilter,
+        page: &Page,
+    ) -> Result<Listed<Message>>;
     /// Activities in time order (`at`, then id).
-    async fn list_activities(&mut self, tenant: TenantId, filter: &ActivityFilter, page: &Page) -> Result<Listed<Activity>>;
+    async fn list_activities(
+        &mut self,
+        tenant: TenantId,
+        filter: &ActivityFilter,
+        page: &Page,
+    ) -> Result<Listed<Activity>>;
 
     // -- the batch writer -------------------------------------------------------------------------
     async fn apply(&mut self, effects: &Effects) -> Result<()>;

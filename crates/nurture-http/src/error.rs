@@ -46,7 +46,10 @@ pub(crate) struct ProblemFieldError {
 
 impl From<FieldError> for ProblemFieldError {
     fn from(e: FieldError) -> Self {
-        ProblemFieldError { path: e.path, message: e.message }
+        ProblemFieldError {
+            path: e.path,
+            message: e.message,
+        }
     }
 }
 
@@ -105,7 +108,10 @@ pub(crate) enum ApiError {
     /// 404: no such object in this tenant (another tenant's included), or no such route.
     NotFound(String),
     /// 409: the object's state forbids the change; `conflicting` names what is in the way.
-    Conflict { message: String, conflicting: Option<serde_json::Value> },
+    Conflict {
+        message: String,
+        conflicting: Option<serde_json::Value>,
+    },
     /// 413: the body is over the configured limit.
     PayloadTooLarge { limit: usize },
     /// 415: a body without a JSON `Content-Type`.
@@ -152,14 +158,18 @@ impl ApiError {
                 "send an API key of this service as `Authorization: Bearer <key>`",
             ),
             ApiError::NotFound(detail) => Problem::new(status, detail),
-            ApiError::Conflict { message, conflicting } => Problem {
+            ApiError::Conflict {
+                message,
+                conflicting,
+            } => Problem {
                 problem_type: problem_type::CONFLICT.into(),
                 conflicting,
                 ..Problem::new(status, message)
             },
-            ApiError::PayloadTooLarge { limit } => {
-                Problem::new(status, format!("the request body is larger than {limit} bytes"))
-            }
+            ApiError::PayloadTooLarge { limit } => Problem::new(
+                status,
+                format!("the request body is larger than {limit} bytes"),
+            ),
             ApiError::UnsupportedMediaType => Problem::new(
                 status,
                 "a request body must be JSON, sent with `Content-Type: application/json`",
@@ -211,7 +221,13 @@ impl From<nurture_core::Error> for ApiError {
             Error::Invalid(errors) => ApiError::Invalid(errors),
             Error::Unprocessable(message) => ApiError::Unprocessable(message),
             Error::NotFound(what) => ApiError::NotFound(format!("no such {what}")),
-            Error::Conflict { message, conflicting } => ApiError::Conflict { message, conflicting },
+            Error::Conflict {
+                message,
+                conflicting,
+            } => ApiError::Conflict {
+                message,
+                conflicting,
+            },
             Error::Store(source) => ApiError::Internal(format!("storage: {source}")),
         }
     }

@@ -24,19 +24,32 @@ use crate::state::AppState;
 pub(crate) async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             Err(ApiError::PayloadTooLarge { limit })
         }
-        Err(e) => Err(ApiError::BadRequest(format!("the request body could not be read: {e}"))),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "the request body could not be read: {e}"
+        ))),
     }
 }
 
 /// Whether the request says its body is JSON (`application/json` or any `+json` type).
 fn has_json_content_type(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
@@ -91,7 +104,10 @@ fn field_error(prefix: &str, path: &serde_path_to_error::Path, message: String) 
 
 /// Deserializes parsed JSON into a request type; errors are 422 at the JSON path, rooted at
 /// `prefix` (empty for the body itself).
-pub(crate) fn from_json<T: DeserializeOwned>(value: serde_json::Value, prefix: &str) -> ApiResult<T> {
+pub(crate) fn from_json<T: DeserializeOwned>(
+    value: serde_json::Value,
+    prefix: &str,
+) -> ApiResult<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().clone();
         let message = e.into_inner().to_string();
@@ -101,7 +117,11 @@ pub(crate) fn from_json<T: DeserializeOwned>(value: serde_json::Value, prefix: &
 
 /// Reads and parses a JSON body; `None` when the body is empty and `optional`. An empty
 /// optional body needs no `Content-Type`; any other body must say it is JSON (415).
-async fn json_body(req: Request, state: &AppState, optional: bool) -> ApiResult<Option<serde_json::Value>> {
+async fn json_body(
+    req: Request,
+    state: &AppState,
+    optional: bool,
+) -> ApiResult<Option<serde_json::Value>> {
     let (parts, body) = req.into_parts();
     let json_type = has_json_content_type(&parts.headers);
     let bytes = read_body(body, state.body_limit).await?;
@@ -109,7 +129,9 @@ async fn json_body(req: Request, state: &AppState, optional: bool) -> ApiResult<
     match (empty, json_type) {
         (true, _) if optional => Ok(None),
         (_, false) => Err(ApiError::UnsupportedMediaType),
-        (true, true) => Err(ApiError::BadRequest("this request needs a JSON body".into())),
+        (true, true) => Err(ApiError::BadRequest(
+            "this request needs a JSON body".into(),
+        )),
         (false, true) => parse_json(&bytes).map(Some),
     }
 }
@@ -148,7 +170,9 @@ impl FromRequest<AppState> for JsonValue {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> ApiResult<Self> {
-        Ok(JsonValue(json_body(req, state, false).await?.unwrap_or_default()))
+        Ok(JsonValue(
+            json_body(req, state, false).await?.unwrap_or_default(),
+        ))
     }
 }
 
@@ -161,15 +185,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Self> {
         let query = parts.uri.query().unwrap_or("");
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de).map(ApiQuery).map_err(|e| {
-            let path = e.path().clone();
-            let message = e.into_inner().to_string();
-            let mut error = field_error("", &path, message);
-            if error.path == "body" {
-                error.path = "query".into();
-            }
-            ApiError::Invalid(vec![error])
-        })
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let path = e.path().clone();
+                let message = e.into_inner().to_string();
+                let mut error = field_error("", &path, message);
+                if error.path == "body" {
+                    error.path = "query".into();
+                }
+                ApiError::Invalid(vec![error])
+            })
     }
 }
 
@@ -210,7 +236,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Tenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Self> {
-        parts.extensions.get::<Principal>().copied().map(Tenant).ok_or(ApiError::Unauthorized)
+        parts
+            .extensions
+            .get::<Principal>()
+            .copied()
+            .map(Tenant)
+            .ok_or(ApiError::Unauthorized)
     }
 }
 
@@ -249,7 +280,10 @@ pub(crate) fn page(limit: Option<i64>, cursor: Option<String>) -> ApiResult<Page
     if !(1..=Page::MAX_LIMIT as i64).contains(&limit) {
         return Err(ApiError::invalid(
             "limit",
-            format!("limit must be between 1 and {}, got {limit}", Page::MAX_LIMIT),
+            format!(
+                "limit must be between 1 and {}, got {limit}",
+                Page::MAX_LIMIT
+            ),
         ));
     }
     let after = match cursor {
@@ -263,5 +297,8 @@ pub(crate) fn page(limit: Option<i64>, cursor: Option<String>) -> ApiResult<Page
                 .ok_or_else(|| ApiError::invalid("cursor", "not a cursor this list handed out"))?,
         ),
     };
-    Ok(Page { limit: limit as u32, after })
+    Ok(Page {
+        limit: limit as u32,
+        after,
+    })
 }

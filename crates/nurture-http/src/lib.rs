@@ -48,7 +48,10 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { body_limit: 1024 * 1024, request_timeout: Duration::from_secs(30) }
+        HttpConfig {
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -73,7 +76,9 @@ pub fn router(engine: Arc<Engine>, config: HttpConfig) -> Router {
     app.fallback(routes::not_found)
         .with_state(state)
         .layer(CatchPanicLayer::new())
-        .layer(axum::middleware::from_fn(middleware::problem_for_bare_errors))
+        .layer(axum::middleware::from_fn(
+            middleware::problem_for_bare_errors,
+        ))
         .layer(axum::middleware::from_fn(middleware::record_metrics))
         .layer(axum::middleware::from_fn(middleware::request_id_scope))
         .layer(
@@ -99,7 +104,13 @@ pub fn router(engine: Arc<Engine>, config: HttpConfig) -> Router {
 }
 
 /// Serves [`router`] on `listener` until `shutdown` resolves, then finishes the requests in
-/// flight (axum's graceful shutdown) and returns.
+/// flight (graceful shutdown: idle keep-alive connections are closed, busy ones end after their
+/// answer) and returns.
+///
+/// HTTP/1.1 with header names written in Title-Case (`Content-Type`). Header names are
+/// case-insensitive, but some clients are not: the acceptance harness reads them from a
+/// case-sensitive dictionary. That is why this is hyper's server with `title_case_headers`
+/// rather than `axum::serve`, which offers no such setting.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     engine: Arc<Engine>,
@@ -107,6 +118,34 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = router(engine, config);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.title_case_headers(true);
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
     Ok(())
 }

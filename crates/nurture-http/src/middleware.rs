@@ -22,7 +22,11 @@ pub(crate) const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-requ
 
 /// `Authorization: Bearer <key>` (SPEC section 5): the key's tenant scopes everything the
 /// request does. A missing, malformed or unknown key is 401.
-pub(crate) async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn authenticate(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let key = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -36,7 +40,8 @@ pub(crate) async fn authenticate(State(state): State<AppState>, mut req: Request
     };
     match state.engine.authenticate(&key).await {
         Ok(Some(principal)) => {
-            tracing::Span::current().record("tenant_id", tracing::field::display(principal.tenant_id));
+            tracing::Span::current()
+                .record("tenant_id", tracing::field::display(principal.tenant_id));
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
@@ -60,7 +65,11 @@ fn request_hash(method: &Method, path: &str, body: &[u8]) -> Vec<u8> {
 /// error, so the status says which.
 fn replay(saved: SavedResponse) -> Response {
     let status = StatusCode::from_u16(saved.status).unwrap_or(StatusCode::OK);
-    let content_type = if status.is_success() { "application/json" } else { PROBLEM_JSON };
+    let content_type = if status.is_success() {
+        "application/json"
+    } else {
+        PROBLEM_JSON
+    };
     let mut response = (status, saved.body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -71,7 +80,11 @@ fn replay(saved: SavedResponse) -> Response {
 /// `Idempotency-Key` on POST (SPEC section 5, issue #3). The first answer below 500 is saved
 /// under (tenant, key); the same request again replays it exactly, while the same key with a
 /// different request is 422. Runs after authentication, which it needs for the tenant.
-pub(crate) async fn idempotency(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn idempotency(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     if req.method() != Method::POST {
         return next.run(req).await;
     }
@@ -118,7 +131,11 @@ pub(crate) async fn idempotency(State(state): State<AppState>, req: Request, nex
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let saved = SavedResponse { request_hash: hash, status: parts.status.as_u16(), body: bytes.to_vec() };
+    let saved = SavedResponse {
+        request_hash: hash,
+        status: parts.status.as_u16(),
+        body: bytes.to_vec(),
+    };
     if let Err(e) = state.engine.save_response(principal, &key, &saved).await {
         // The work is done and committed: answer it, and say in the log that a retry with
         // this key would run it again.
@@ -156,12 +173,16 @@ pub(crate) async fn problem_for_bare_errors(req: Request, next: Next) -> Respons
     }
     let detail = match status {
         StatusCode::NOT_FOUND => "no such route",
-        StatusCode::METHOD_NOT_ALLOWED => "this route does not take this method; see the Allow header",
+        StatusCode::METHOD_NOT_ALLOWED => {
+            "this route does not take this method; see the Allow header"
+        }
         StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large",
         StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
             "the request took longer than the server allows; it may be retried"
         }
-        s if s.is_server_error() => "an unexpected error occurred; quote the request_id when reporting it",
+        s if s.is_server_error() => {
+            "an unexpected error occurred; quote the request_id when reporting it"
+        }
         _ => "the request was refused",
     };
     let problem = Problem::new(status, detail);
@@ -188,15 +209,20 @@ pub(crate) async fn record_metrics(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
     let method = match *req.method() {
-        Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE | Method::HEAD | Method::OPTIONS => {
-            req.method().as_str().to_string()
-        }
+        Method::GET
+        | Method::POST
+        | Method::PUT
+        | Method::PATCH
+        | Method::DELETE
+        | Method::HEAD
+        | Method::OPTIONS => req.method().as_str().to_string(),
         _ => "other".to_string(),
     };
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
     let labels = [("method", method), ("route", route), ("status", status)];
     metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
     response
 }

@@ -13,7 +13,10 @@ fn enum_object<'a>(values: impl Iterator<Item = &'a str>, nullable: bool) -> Obj
     } else {
         SchemaType::Type(Type::String)
     };
-    ObjectBuilder::new().schema_type(schema_type).enum_values(Some(values)).build()
+    ObjectBuilder::new()
+        .schema_type(schema_type)
+        .enum_values(Some(values))
+        .build()
 }
 
 /// Declares `fn name() -> Object` documenting the values of a core text enum.
@@ -36,7 +39,6 @@ enum_schema! {
     approval_author => ApprovalAuthor;
     task_status => TaskStatus;
     message_status => MessageStatus;
-    sentiment => Sentiment;
     sentiment_nullable => Sentiment, true;
     activity_type => ActivityType;
 }

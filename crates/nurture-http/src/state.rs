@@ -36,7 +36,10 @@ impl AppState {
 
     /// The lock for one (tenant, key) pair.
     pub(crate) fn idempotency_lock(&self, hash: &[u8]) -> &Mutex<()> {
-        let n = hash.iter().take(8).fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        let n = hash
+            .iter()
+            .take(8)
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
         &self.idempotency_locks[n % self.idempotency_locks.len()]
     }
 }

@@ -220,9 +220,11 @@ CREATE TABLE messages (
     created_at       INTEGER NOT NULL,
     sent_at          INTEGER,
     PRIMARY KEY (tenant_id, id),
-    UNIQUE (tenant_id, idempotency_key),
     FOREIGN KEY (tenant_id, lead_id) REFERENCES leads (tenant_id, id)
-);
+) WITHOUT ROWID;
+-- The outbox and the log are written several rows per step: WITHOUT ROWID tables keyed by their
+-- primary key save one b-tree write per row. A message's idempotency key is derived from
+-- (enrollment, step), which the next index keeps unique.
 -- SPEC section 2: one outbound message per (enrollment, step).
 CREATE UNIQUE INDEX messages_one_per_step
     ON messages (tenant_id, enrollment_id, step_order) WHERE enrollment_id IS NOT NULL;
@@ -240,8 +242,8 @@ CREATE TABLE activities (
     step_order     INTEGER,
     at             INTEGER NOT NULL,
     details        TEXT NOT NULL,
-    PRIMARY KEY (tenant_id, id)
-);
+    -- Clustered in time order: the tenant's log reads in order without a separate index.
+    PRIMARY KEY (tenant_id, at, id)
+) WITHOUT ROWID;
 CREATE INDEX activities_by_lead ON activities (tenant_id, lead_id, at, id);
 CREATE INDEX activities_by_enrollment ON activities (tenant_id, enrollment_id, at, id);
-CREATE INDEX activities_by_time ON activities (tenant_id, at, id);

@@ -28,6 +28,34 @@ const MAX_PARAMS: usize = 30_000;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    checkpointer: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.checkpointer.abort();
+    }
+}
+
+/// Copies the WAL back into the database file every 200 ms with a PASSIVE checkpoint, which
+/// never blocks writers. Left to SQLite's automatic checkpoint, that work would happen inside
+/// whichever commit crossed the threshold, stalling a scheduler batch; here it overlaps with
+/// the next batch on another core. Failures are logged and retried on the next tick.
+async fn checkpoint_loop(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
 }
 
 fn db(e: sqlx::Error) -> Error {
@@ -54,13 +82,16 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30))
             .pragma("cache_size", "-65536")
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // Checkpoints run on their own connection (below), not inside a writer's commit.
+            .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
             .map_err(|e| Error::store(format!("cannot open {url}: {e}")))?;
-        Ok(SqliteStore { pool })
+        let checkpointer = tokio::spawn(checkpoint_loop(pool.clone()));
+        Ok(SqliteStore { pool, checkpointer })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -75,7 +106,10 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await.map_err(|e| Error::store(format!("migration failed: {e}")))
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| Error::store(format!("migration failed: {e}")))
     }
 
     async fn begin(&self, _scope: Scope) -> Result<Box<dyn Tx>> {
@@ -84,7 +118,10 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 }
@@ -133,7 +170,10 @@ impl SqliteTx {
         &mut self.tx
     }
 
-    async fn fetch_all(&mut self, qb: &mut QueryBuilder<Sqlite>) -> Result<Vec<sqlx::sqlite::SqliteRow>> {
+    async fn fetch_all(
+        &mut self,
+        qb: &mut QueryBuilder<Sqlite>,
+    ) -> Result<Vec<sqlx::sqlite::SqliteRow>> {
         qb.build().fetch_all(&mut *self.tx).await.map_err(db)
     }
 
@@ -163,12 +203,14 @@ impl SqliteTx {
     }
 
     async fn write_steps(&mut self, s: &Sequence) -> Result<()> {
-        sqlx::query("DELETE FROM lead_nurture_sequence_steps WHERE tenant_id = ? AND sequence_id = ?")
-            .bind(id(s.tenant_id))
-            .bind(id(s.id))
-            .execute(self.conn())
-            .await
-            .map_err(db)?;
+        sqlx::query(
+            "DELETE FROM lead_nurture_sequence_steps WHERE tenant_id = ? AND sequence_id = ?",
+        )
+        .bind(id(s.tenant_id))
+        .bind(id(s.id))
+        .execute(self.conn())
+        .await
+        .map_err(db)?;
         for st in &s.steps {
             sqlx::query(
                 "INSERT INTO lead_nurture_sequence_steps (tenant_id, sequence_id, step_order, channel, delay_hours,
@@ -191,7 +233,9 @@ impl SqliteTx {
 
     async fn insert_enrollments(&mut self, es: &[Enrollment]) -> Result<()> {
         for chunk in es.chunks(rows_per_statement(15)) {
-            let mut qb = QueryBuilder::<Sqlite>::new(format!("INSERT INTO lead_nurture_enrollments ({ENROLLMENT_COLUMNS}) "));
+            let mut qb = QueryBuilder::<Sqlite>::new(format!(
+                "INSERT INTO lead_nurture_enrollments ({ENROLLMENT_COLUMNS}) "
+            ));
             qb.push_values(chunk, |mut b, e| {
                 b.push_bind(id(e.tenant_id))
                     .push_bind(id(e.id))
@@ -242,7 +286,12 @@ impl SqliteTx {
                     version = v.version, claimed_until = NULL
                   FROM v WHERE e.tenant_id = v.tenant_id AND e.id = v.id AND e.version = v.expected",
             );
-            let done = qb.build().execute(self.conn()).await.map_err(db)?.rows_affected();
+            let done = qb
+                .build()
+                .execute(self.conn())
+                .await
+                .map_err(db)?
+                .rows_affected();
             if done != chunk.len() as u64 {
                 // Someone else wrote one of these enrollments since it was read: write nothing.
                 return Err(Error::conflict(format!(
@@ -388,7 +437,9 @@ impl SqliteTx {
 
     async fn write_lead(&mut self, lead: &Lead, insert: bool) -> Result<()> {
         let sql = if insert {
-            format!("INSERT INTO leads ({LEAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            format!(
+                "INSERT INTO leads ({LEAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            )
         } else {
             "UPDATE leads SET tenant_id = ?1, id = ?2, email = ?3, first_name = ?4, last_name = ?5, company = ?6,
                timezone = ?7, status = ?8, score = ?9, score_band = ?10, segments = ?11, attributes = ?12,
@@ -398,12 +449,16 @@ impl SqliteTx {
              WHERE tenant_id = ?1 AND id = ?2"
                 .to_string()
         };
-        let result = bind_lead(sqlx::query(AssertSqlSafe(sql)), lead).execute(self.conn()).await;
+        let result = bind_lead(sqlx::query(AssertSqlSafe(sql)), lead)
+            .execute(self.conn())
+            .await;
         match result {
-            Err(sqlx::Error::Database(d)) if insert && d.is_unique_violation() => Err(Error::Conflict {
-                message: format!("a lead with id {} exists", lead.id),
-                conflicting: Some(serde_json::json!({ "lead_id": lead.id })),
-            }),
+            Err(sqlx::Error::Database(d)) if insert && d.is_unique_violation() => {
+                Err(Error::Conflict {
+                    message: format!("a lead with id {} exists", lead.id),
+                    conflicting: Some(serde_json::json!({ "lead_id": lead.id })),
+                })
+            }
             other => other.map(|_| ()).map_err(db),
         }
     }
@@ -464,7 +519,11 @@ impl Tx for SqliteTx {
         row.as_ref().map(tenant).transpose()
     }
 
-    async fn update_tenant_settings(&mut self, tenant_id: TenantId, settings: &TenantSettings) -> Result<()> {
+    async fn update_tenant_settings(
+        &mut self,
+        tenant_id: TenantId,
+        settings: &TenantSettings,
+    ) -> Result<()> {
         sqlx::query("UPDATE tenants SET settings = ? WHERE id = ?")
             .bind(serde_json::to_string(settings).map_err(Error::store)?)
             .bind(id(tenant_id))
@@ -511,7 +570,11 @@ impl Tx for SqliteTx {
         row.as_ref().map(api_key).transpose()
     }
 
-    async fn get_saved_response(&mut self, tenant: TenantId, key: &str) -> Result<Option<SavedResponse>> {
+    async fn get_saved_response(
+        &mut self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<SavedResponse>> {
         let row = sqlx::query("SELECT request_hash, status, body FROM idempotency_keys WHERE tenant_id = ? AND key = ?")
             .bind(id(tenant))
             .bind(key)
@@ -520,12 +583,22 @@ impl Tx for SqliteTx {
             .map_err(db)?;
         row.map(|r| {
             let status: i64 = get(&r, "status")?;
-            Ok(SavedResponse { request_hash: get(&r, "request_hash")?, status: status as u16, body: get(&r, "body")? })
+            Ok(SavedResponse {
+                request_hash: get(&r, "request_hash")?,
+                status: status as u16,
+                body: get(&r, "body")?,
+            })
         })
         .transpose()
     }
 
-    async fn save_response(&mut self, tenant: TenantId, key: &str, saved: &SavedResponse, now: Timestamp) -> Result<()> {
+    async fn save_response(
+        &mut self,
+        tenant: TenantId,
+        key: &str,
+        saved: &SavedResponse,
+        now: Timestamp,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, body, created_at) VALUES (?, ?, ?, ?, ?, ?)
              ON CONFLICT (tenant_id, key) DO NOTHING",
@@ -565,7 +638,11 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
-    async fn get_template(&mut self, tenant: TenantId, tid: &TemplateId) -> Result<Option<Template>> {
+    async fn get_template(
+        &mut self,
+        tenant: TenantId,
+        tid: &TemplateId,
+    ) -> Result<Option<Template>> {
         let row = sqlx::query("SELECT * FROM templates WHERE tenant_id = ? AND id = ?")
             .bind(id(tenant))
             .bind(tid.as_str())
@@ -576,24 +653,31 @@ impl Tx for SqliteTx {
     }
 
     async fn list_templates(&mut self, tenant: TenantId, page: &Page) -> Result<Listed<Template>> {
-        let rows = sqlx::query("SELECT * FROM templates WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?")
-            .bind(id(tenant))
-            .bind(page.after.clone().unwrap_or_default())
-            .bind(page.limit as i64 + 1)
-            .fetch_all(self.conn())
-            .await
-            .map_err(db)?;
+        let rows = sqlx::query(
+            "SELECT * FROM templates WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(id(tenant))
+        .bind(page.after.clone().unwrap_or_default())
+        .bind(page.limit as i64 + 1)
+        .fetch_all(self.conn())
+        .await
+        .map_err(db)?;
         let items = rows.iter().map(template).collect::<Result<Vec<_>>>()?;
         Ok(page_of(items, page, |t| t.id.as_str().to_string()))
     }
 
-    async fn templates_of(&mut self, tenants: &[TenantId]) -> Result<HashMap<(TenantId, TemplateId), Template>> {
+    async fn templates_of(
+        &mut self,
+        tenants: &[TenantId],
+    ) -> Result<HashMap<(TenantId, TemplateId), Template>> {
         let ids: Vec<String> = tenants.iter().map(|t| id(*t)).collect();
-        let rows = sqlx::query("SELECT * FROM templates WHERE tenant_id IN (SELECT value FROM json_each(?))")
-            .bind(serde_json::to_string(&ids).expect("strings serialize"))
-            .fetch_all(self.conn())
-            .await
-            .map_err(db)?;
+        let rows = sqlx::query(
+            "SELECT * FROM templates WHERE tenant_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(&ids).expect("strings serialize"))
+        .fetch_all(self.conn())
+        .await
+        .map_err(db)?;
         let mut out = HashMap::new();
         for r in &rows {
             let t = template(r)?;
@@ -644,18 +728,25 @@ impl Tx for SqliteTx {
         .map_err(db)?
         .rows_affected();
         if done != 1 {
-            return Err(Error::conflict("the sequence changed while this write was prepared; retry"));
+            return Err(Error::conflict(
+                "the sequence changed while this write was prepared; retry",
+            ));
         }
         self.write_steps(s).await
     }
 
-    async fn get_sequence(&mut self, tenant: TenantId, sid: SequenceId) -> Result<Option<Sequence>> {
-        let row = sqlx::query("SELECT * FROM lead_nurture_sequences WHERE tenant_id = ? AND id = ?")
-            .bind(id(tenant))
-            .bind(id(sid))
-            .fetch_optional(self.conn())
-            .await
-            .map_err(db)?;
+    async fn get_sequence(
+        &mut self,
+        tenant: TenantId,
+        sid: SequenceId,
+    ) -> Result<Option<Sequence>> {
+        let row =
+            sqlx::query("SELECT * FROM lead_nurture_sequences WHERE tenant_id = ? AND id = ?")
+                .bind(id(tenant))
+                .bind(id(sid))
+                .fetch_optional(self.conn())
+                .await
+                .map_err(db)?;
         let Some(row) = row else { return Ok(None) };
         let mut seqs = vec![sequence(&row)?];
         self.steps_for(&mut seqs).await?;
@@ -675,7 +766,10 @@ impl Tx for SqliteTx {
         Ok(page_of(items, page, |s| id(s.id)))
     }
 
-    async fn sequences_by_id(&mut self, keys: &[(TenantId, SequenceId)]) -> Result<HashMap<SequenceId, Sequence>> {
+    async fn sequences_by_id(
+        &mut self,
+        keys: &[(TenantId, SequenceId)],
+    ) -> Result<HashMap<SequenceId, Sequence>> {
         let rows = sqlx::query(
             "SELECT s.* FROM json_each(?) j JOIN lead_nurture_sequences s ON s.tenant_id = j.value ->> 0 AND s.id = j.value ->> 1",
         )
@@ -768,7 +862,8 @@ impl Tx for SqliteTx {
 
     async fn insert_leads(&mut self, leads: &[Lead]) -> Result<()> {
         for chunk in leads.chunks(rows_per_statement(22)) {
-            let mut qb = QueryBuilder::<Sqlite>::new(format!("INSERT INTO leads ({LEAD_COLUMNS}) "));
+            let mut qb =
+                QueryBuilder::<Sqlite>::new(format!("INSERT INTO leads ({LEAD_COLUMNS}) "));
             qb.push_values(chunk, |mut b, l| {
                 b.push_bind(id(l.tenant_id))
                     .push_bind(id(l.id))
@@ -832,7 +927,8 @@ impl Tx for SqliteTx {
         let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT l.* FROM leads l WHERE l.tenant_id = ");
         qb.push_bind(id(tenant));
-        qb.push(" AND l.id > ").push_bind(after.map(id).unwrap_or_default());
+        qb.push(" AND l.id > ")
+            .push_bind(after.map(id).unwrap_or_default());
         qb.push(" AND l.do_not_contact = 0 AND l.unsubscribed = 0 AND l.bounced = 0");
         qb.push(" AND l.status IN (SELECT value FROM json_each(")
             .push_bind(serde_json::to_string(&statuses).expect("strings serialize"))
@@ -851,7 +947,11 @@ impl Tx for SqliteTx {
         rows.iter().map(lead).collect()
     }
 
-    async fn outbound_since(&mut self, leads: &[(TenantId, LeadId)], since: Timestamp) -> Result<HashMap<LeadId, Vec<Timestamp>>> {
+    async fn outbound_since(
+        &mut self,
+        leads: &[(TenantId, LeadId)],
+        since: Timestamp,
+    ) -> Result<HashMap<LeadId, Vec<Timestamp>>> {
         let rows = sqlx::query(
             "SELECT m.lead_id, m.created_at FROM json_each(?) j JOIN messages m
                ON m.tenant_id = j.value ->> 0 AND m.lead_id = j.value ->> 1 AND m.created_at > ?",
@@ -863,22 +963,33 @@ impl Tx for SqliteTx {
         .map_err(db)?;
         let mut out: HashMap<LeadId, Vec<Timestamp>> = HashMap::new();
         for r in &rows {
-            out.entry(get_id(r, "lead_id")?).or_default().push(get_ts(r, "created_at")?);
+            out.entry(get_id(r, "lead_id")?)
+                .or_default()
+                .push(get_ts(r, "created_at")?);
         }
         Ok(out)
     }
 
-    async fn get_enrollment(&mut self, tenant: TenantId, eid: EnrollmentId) -> Result<Option<Enrollment>> {
-        let row = sqlx::query("SELECT * FROM lead_nurture_enrollments WHERE tenant_id = ? AND id = ?")
-            .bind(id(tenant))
-            .bind(id(eid))
-            .fetch_optional(self.conn())
-            .await
-            .map_err(db)?;
+    async fn get_enrollment(
+        &mut self,
+        tenant: TenantId,
+        eid: EnrollmentId,
+    ) -> Result<Option<Enrollment>> {
+        let row =
+            sqlx::query("SELECT * FROM lead_nurture_enrollments WHERE tenant_id = ? AND id = ?")
+                .bind(id(tenant))
+                .bind(id(eid))
+                .fetch_optional(self.conn())
+                .await
+                .map_err(db)?;
         row.as_ref().map(enrollment).transpose()
     }
 
-    async fn live_enrollment(&mut self, tenant: TenantId, lid: LeadId) -> Result<Option<Enrollment>> {
+    async fn live_enrollment(
+        &mut self,
+        tenant: TenantId,
+        lid: LeadId,
+    ) -> Result<Option<Enrollment>> {
         let row = sqlx::query(
             "SELECT * FROM lead_nurture_enrollments WHERE tenant_id = ? AND lead_id = ? AND status IN ('active', 'paused')",
         )
@@ -890,7 +1001,13 @@ impl Tx for SqliteTx {
         row.as_ref().map(enrollment).transpose()
     }
 
-    async fn ended_since(&mut self, tenant: TenantId, lid: LeadId, sid: SequenceId, since: Timestamp) -> Result<Option<Enrollment>> {
+    async fn ended_since(
+        &mut self,
+        tenant: TenantId,
+        lid: LeadId,
+        sid: SequenceId,
+        since: Timestamp,
+    ) -> Result<Option<Enrollment>> {
         let row = sqlx::query(
             "SELECT * FROM lead_nurture_enrollments WHERE tenant_id = ? AND lead_id = ? AND sequence_id = ? AND ended_at > ?
              ORDER BY ended_at DESC LIMIT 1",
@@ -905,18 +1022,31 @@ impl Tx for SqliteTx {
         row.as_ref().map(enrollment).transpose()
     }
 
-    async fn ended_pairs_since(&mut self, tenant: TenantId, since: Timestamp) -> Result<Vec<(LeadId, SequenceId)>> {
+    async fn ended_pairs_since(
+        &mut self,
+        tenant: TenantId,
+        since: Timestamp,
+    ) -> Result<Vec<(LeadId, SequenceId)>> {
         let rows = sqlx::query("SELECT lead_id, sequence_id FROM lead_nurture_enrollments WHERE tenant_id = ? AND ended_at > ?")
             .bind(id(tenant))
             .bind(ts(since))
             .fetch_all(self.conn())
             .await
             .map_err(db)?;
-        rows.iter().map(|r| Ok((get_id(r, "lead_id")?, get_id(r, "sequence_id")?))).collect()
+        rows.iter()
+            .map(|r| Ok((get_id(r, "lead_id")?, get_id(r, "sequence_id")?)))
+            .collect()
     }
 
-    async fn list_enrollments(&mut self, tenant: TenantId, f: &EnrollmentFilter, page: &Page) -> Result<Listed<Enrollment>> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM lead_nurture_enrollments WHERE tenant_id = ");
+    async fn list_enrollments(
+        &mut self,
+        tenant: TenantId,
+        f: &EnrollmentFilter,
+        page: &Page,
+    ) -> Result<Listed<Enrollment>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT * FROM lead_nurture_enrollments WHERE tenant_id = ",
+        );
         qb.push_bind(id(tenant));
         if let Some(l) = f.lead_id {
             qb.push(" AND lead_id = ").push_bind(id(l));
@@ -930,13 +1060,18 @@ impl Tx for SqliteTx {
         if let Some(after) = id_after(page)? {
             qb.push(" AND id > ").push_bind(after);
         }
-        qb.push(" ORDER BY id LIMIT ").push_bind(page.limit as i64 + 1);
+        qb.push(" ORDER BY id LIMIT ")
+            .push_bind(page.limit as i64 + 1);
         let rows = self.fetch_all(&mut qb).await?;
         let items = rows.iter().map(enrollment).collect::<Result<Vec<_>>>()?;
         Ok(page_of(items, page, |e| id(e.id)))
     }
 
-    async fn live_enrollments_of_sequence(&mut self, tenant: TenantId, sid: SequenceId) -> Result<Vec<Enrollment>> {
+    async fn live_enrollments_of_sequence(
+        &mut self,
+        tenant: TenantId,
+        sid: SequenceId,
+    ) -> Result<Vec<Enrollment>> {
         let rows = sqlx::query(
             "SELECT * FROM lead_nurture_enrollments WHERE tenant_id = ? AND sequence_id = ? AND status IN ('active', 'paused')",
         )
@@ -998,7 +1133,11 @@ impl Tx for SqliteTx {
         get(&row, "n")
     }
 
-    async fn get_approval(&mut self, tenant: TenantId, aid: ApprovalId) -> Result<Option<Approval>> {
+    async fn get_approval(
+        &mut self,
+        tenant: TenantId,
+        aid: ApprovalId,
+    ) -> Result<Option<Approval>> {
         let row = sqlx::query("SELECT * FROM approvals WHERE tenant_id = ? AND id = ?")
             .bind(id(tenant))
             .bind(id(aid))
@@ -1008,7 +1147,12 @@ impl Tx for SqliteTx {
         row.as_ref().map(approval).transpose()
     }
 
-    async fn list_approvals(&mut self, tenant: TenantId, status: Option<ApprovalStatus>, page: &Page) -> Result<Listed<Approval>> {
+    async fn list_approvals(
+        &mut self,
+        tenant: TenantId,
+        status: Option<ApprovalStatus>,
+        page: &Page,
+    ) -> Result<Listed<Approval>> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM approvals WHERE tenant_id = ");
         qb.push_bind(id(tenant));
         if let Some(st) = status {
@@ -1017,19 +1161,25 @@ impl Tx for SqliteTx {
         if let Some(after) = id_after(page)? {
             qb.push(" AND id > ").push_bind(after);
         }
-        qb.push(" ORDER BY id LIMIT ").push_bind(page.limit as i64 + 1);
+        qb.push(" ORDER BY id LIMIT ")
+            .push_bind(page.limit as i64 + 1);
         let rows = self.fetch_all(&mut qb).await?;
         let items = rows.iter().map(approval).collect::<Result<Vec<_>>>()?;
         Ok(page_of(items, page, |a| id(a.id)))
     }
 
-    async fn approvals_by_id(&mut self, keys: &[(TenantId, ApprovalId)]) -> Result<HashMap<ApprovalId, Approval>> {
+    async fn approvals_by_id(
+        &mut self,
+        keys: &[(TenantId, ApprovalId)],
+    ) -> Result<HashMap<ApprovalId, Approval>> {
         let rows = sqlx::query("SELECT a.* FROM json_each(?) j JOIN approvals a ON a.tenant_id = j.value ->> 0 AND a.id = j.value ->> 1")
             .bind(pairs_json(keys))
             .fetch_all(self.conn())
             .await
             .map_err(db)?;
-        rows.iter().map(|r| approval(r).map(|a| (a.id, a))).collect()
+        rows.iter()
+            .map(|r| approval(r).map(|a| (a.id, a)))
+            .collect()
     }
 
     async fn get_task(&mut self, tenant: TenantId, tid: TaskId) -> Result<Option<Task>> {
@@ -1042,7 +1192,12 @@ impl Tx for SqliteTx {
         row.as_ref().map(task).transpose()
     }
 
-    async fn list_tasks(&mut self, tenant: TenantId, status: Option<TaskStatus>, page: &Page) -> Result<Listed<Task>> {
+    async fn list_tasks(
+        &mut self,
+        tenant: TenantId,
+        status: Option<TaskStatus>,
+        page: &Page,
+    ) -> Result<Listed<Task>> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM tasks WHERE tenant_id = ");
         qb.push_bind(id(tenant));
         if let Some(st) = status {
@@ -1051,13 +1206,18 @@ impl Tx for SqliteTx {
         if let Some(after) = id_after(page)? {
             qb.push(" AND id > ").push_bind(after);
         }
-        qb.push(" ORDER BY id LIMIT ").push_bind(page.limit as i64 + 1);
+        qb.push(" ORDER BY id LIMIT ")
+            .push_bind(page.limit as i64 + 1);
         let rows = self.fetch_all(&mut qb).await?;
         let items = rows.iter().map(task).collect::<Result<Vec<_>>>()?;
         Ok(page_of(items, page, |t| id(t.id)))
     }
 
-    async fn open_work(&mut self, tenant: TenantId, eid: EnrollmentId) -> Result<(Vec<Approval>, Vec<Task>)> {
+    async fn open_work(
+        &mut self,
+        tenant: TenantId,
+        eid: EnrollmentId,
+    ) -> Result<(Vec<Approval>, Vec<Task>)> {
         let rows = sqlx::query("SELECT * FROM approvals WHERE tenant_id = ? AND enrollment_id = ? AND status = 'pending'")
             .bind(id(tenant))
             .bind(id(eid))
@@ -1065,12 +1225,14 @@ impl Tx for SqliteTx {
             .await
             .map_err(db)?;
         let approvals = rows.iter().map(approval).collect::<Result<Vec<_>>>()?;
-        let rows = sqlx::query("SELECT * FROM tasks WHERE tenant_id = ? AND enrollment_id = ? AND status = 'open'")
-            .bind(id(tenant))
-            .bind(id(eid))
-            .fetch_all(self.conn())
-            .await
-            .map_err(db)?;
+        let rows = sqlx::query(
+            "SELECT * FROM tasks WHERE tenant_id = ? AND enrollment_id = ? AND status = 'open'",
+        )
+        .bind(id(tenant))
+        .bind(id(eid))
+        .fetch_all(self.conn())
+        .await
+        .map_err(db)?;
         let tasks = rows.iter().map(task).collect::<Result<Vec<_>>>()?;
         Ok((approvals, tasks))
     }
@@ -1085,7 +1247,12 @@ impl Tx for SqliteTx {
         row.as_ref().map(message).transpose()
     }
 
-    async fn list_messages(&mut self, tenant: TenantId, f: &MessageFilter, page: &Page) -> Result<Listed<Message>> {
+    async fn list_messages(
+        &mut self,
+        tenant: TenantId,
+        f: &MessageFilter,
+        page: &Page,
+    ) -> Result<Listed<Message>> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM messages WHERE tenant_id = ");
         qb.push_bind(id(tenant));
         if let Some(l) = f.lead_id {
@@ -1097,13 +1264,19 @@ impl Tx for SqliteTx {
         if let Some(after) = id_after(page)? {
             qb.push(" AND id > ").push_bind(after);
         }
-        qb.push(" ORDER BY id LIMIT ").push_bind(page.limit as i64 + 1);
+        qb.push(" ORDER BY id LIMIT ")
+            .push_bind(page.limit as i64 + 1);
         let rows = self.fetch_all(&mut qb).await?;
         let items = rows.iter().map(message).collect::<Result<Vec<_>>>()?;
         Ok(page_of(items, page, |m| id(m.id)))
     }
 
-    async fn list_activities(&mut self, tenant: TenantId, f: &ActivityFilter, page: &Page) -> Result<Listed<Activity>> {
+    async fn list_activities(
+        &mut self,
+        tenant: TenantId,
+        f: &ActivityFilter,
+        page: &Page,
+    ) -> Result<Listed<Activity>> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM activities WHERE tenant_id = ");
         qb.push_bind(id(tenant));
         if let Some(l) = f.lead_id {
@@ -1120,25 +1293,47 @@ impl Tx for SqliteTx {
             let (at, aid) = after.split_once(':').ok_or_else(bad_cursor)?;
             let at: i64 = at.parse().map_err(|_| bad_cursor())?;
             let aid = Uuid::parse_str(aid).map_err(|_| bad_cursor())?;
-            qb.push(" AND (at, id) > (").push_bind(at).push(", ").push_bind(id(aid)).push(")");
+            qb.push(" AND (at, id) > (")
+                .push_bind(at)
+                .push(", ")
+                .push_bind(id(aid))
+                .push(")");
         }
-        qb.push(" ORDER BY at, id LIMIT ").push_bind(page.limit as i64 + 1);
+        qb.push(" ORDER BY at, id LIMIT ")
+            .push_bind(page.limit as i64 + 1);
         let rows = self.fetch_all(&mut qb).await?;
         let items = rows.iter().map(activity).collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page, |a| format!("{}:{}", ts(a.at), id(a.id))))
+        Ok(page_of(items, page, |a| {
+            format!("{}:{}", ts(a.at), id(a.id))
+        }))
     }
 
     async fn apply(&mut self, fx: &Effects) -> Result<()> {
         // Enrollment updates first: if one lost a race, nothing else of the batch is written.
+        let t = std::time::Instant::now();
         self.update_enrollments(&fx.enrollment_updates).await?;
+        let a = t.elapsed();
         self.insert_enrollments(&fx.new_enrollments).await?;
         self.upsert_approvals(&fx.new_approvals).await?;
         self.upsert_approvals(&fx.approval_updates).await?;
         self.upsert_tasks(&fx.new_tasks).await?;
         self.upsert_tasks(&fx.task_updates).await?;
+        let b = t.elapsed();
         self.insert_messages(&fx.messages).await?;
+        let c = t.elapsed();
         self.touch_outbound(&fx.lead_outbound).await?;
+        let d = t.elapsed();
         self.insert_activities(&fx.activities).await?;
+        if std::env::var("NURTURE_PROFILE").is_ok() {
+            eprintln!(
+                "upd {:?} ins {:?} msg {:?} touch {:?} act {:?}",
+                a,
+                b - a,
+                c - b,
+                d - c,
+                t.elapsed() - d
+            );
+        }
         Ok(())
     }
 }

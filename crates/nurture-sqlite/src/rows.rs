@@ -47,7 +47,8 @@ pub fn get_id(row: &SqliteRow, column: &str) -> Result<Uuid> {
 
 pub fn get_opt_id(row: &SqliteRow, column: &str) -> Result<Option<Uuid>> {
     let s: Option<&str> = get(row, column)?;
-    s.map(|s| Uuid::parse_str(s).map_err(|e| bad(column, e))).transpose()
+    s.map(|s| Uuid::parse_str(s).map_err(|e| bad(column, e)))
+        .transpose()
 }
 
 pub fn get_ts(row: &SqliteRow, column: &str) -> Result<Timestamp> {
@@ -57,7 +58,8 @@ pub fn get_ts(row: &SqliteRow, column: &str) -> Result<Timestamp> {
 
 pub fn get_opt_ts(row: &SqliteRow, column: &str) -> Result<Option<Timestamp>> {
     let v: Option<i64> = get(row, column)?;
-    v.map(|v| Timestamp::from_microsecond(v).map_err(|e| bad(column, e))).transpose()
+    v.map(|v| Timestamp::from_microsecond(v).map_err(|e| bad(column, e)))
+        .transpose()
 }
 
 pub fn get_enum<T: FromStr<Err = ParseError>>(row: &SqliteRow, column: &str) -> Result<T> {
@@ -65,9 +67,13 @@ pub fn get_enum<T: FromStr<Err = ParseError>>(row: &SqliteRow, column: &str) -> 
     s.parse().map_err(|e: ParseError| bad(column, e))
 }
 
-pub fn get_opt_enum<T: FromStr<Err = ParseError>>(row: &SqliteRow, column: &str) -> Result<Option<T>> {
+pub fn get_opt_enum<T: FromStr<Err = ParseError>>(
+    row: &SqliteRow,
+    column: &str,
+) -> Result<Option<T>> {
     let s: Option<&str> = get(row, column)?;
-    s.map(|s| s.parse().map_err(|e: ParseError| bad(column, e))).transpose()
+    s.map(|s| s.parse().map_err(|e: ParseError| bad(column, e)))
+        .transpose()
 }
 
 pub fn get_json(row: &SqliteRow, column: &str) -> Result<serde_json::Value> {
@@ -77,7 +83,8 @@ pub fn get_json(row: &SqliteRow, column: &str) -> Result<serde_json::Value> {
 
 pub fn get_opt_json(row: &SqliteRow, column: &str) -> Result<Option<serde_json::Value>> {
     let s: Option<&str> = get(row, column)?;
-    s.map(|s| serde_json::from_str(s).map_err(|e| bad(column, e))).transpose()
+    s.map(|s| serde_json::from_str(s).map_err(|e| bad(column, e)))
+        .transpose()
 }
 
 fn get_step_order(row: &SqliteRow, column: &str) -> Result<StepOrder> {
@@ -87,10 +94,14 @@ fn get_step_order(row: &SqliteRow, column: &str) -> Result<StepOrder> {
 
 fn get_opt_step_order(row: &SqliteRow, column: &str) -> Result<Option<StepOrder>> {
     let v: Option<i64> = get(row, column)?;
-    v.map(|v| StepOrder::parse(v).map_err(|e| bad(column, e))).transpose()
+    v.map(|v| StepOrder::parse(v).map_err(|e| bad(column, e)))
+        .transpose()
 }
 
-fn object(v: serde_json::Value, column: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+fn object(
+    v: serde_json::Value,
+    column: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
     match v {
         serde_json::Value::Object(m) => Ok(m),
         _ => Err(bad(column, "expected a JSON object")),
@@ -125,7 +136,8 @@ pub const LEAD_COLUMNS: &str = "tenant_id, id, email, first_name, last_name, com
 pub fn lead(row: &SqliteRow) -> Result<Lead> {
     let email: &str = get(row, "email")?;
     let tz: Option<&str> = get(row, "timezone")?;
-    let segments: Vec<String> = serde_json::from_value(get_json(row, "segments")?).map_err(|e| bad("segments", e))?;
+    let segments: Vec<String> =
+        serde_json::from_value(get_json(row, "segments")?).map_err(|e| bad("segments", e))?;
     Ok(Lead {
         id: get_id(row, "id")?,
         tenant_id: get_id(row, "tenant_id")?,
@@ -133,7 +145,9 @@ pub fn lead(row: &SqliteRow) -> Result<Lead> {
         first_name: get(row, "first_name")?,
         last_name: get(row, "last_name")?,
         company: get(row, "company")?,
-        timezone: tz.map(|t| TimeZoneName::parse(t).map_err(|e| bad("timezone", e))).transpose()?,
+        timezone: tz
+            .map(|t| TimeZoneName::parse(t).map_err(|e| bad("timezone", e)))
+            .transpose()?,
         status: get_enum(row, "status")?,
         score: get(row, "score")?,
         score_band: get(row, "score_band")?,
@@ -178,9 +192,13 @@ pub fn sequence(row: &SqliteRow) -> Result<Sequence> {
         status: get_enum(row, "status")?,
         priority: get(row, "priority")?,
         entry_rules: entry
-            .map(|v| EntryRules::parse(&v, "entry_rules").map_err(|e| bad("entry_rules", format!("{e:?}"))))
+            .map(|v| {
+                EntryRules::parse(&v, "entry_rules")
+                    .map_err(|e| bad("entry_rules", format!("{e:?}")))
+            })
             .transpose()?,
-        exit_rules: ExitRules::parse(&exit, "exit_rules").map_err(|e| bad("exit_rules", format!("{e:?}")))?,
+        exit_rules: ExitRules::parse(&exit, "exit_rules")
+            .map_err(|e| bad("exit_rules", format!("{e:?}")))?,
         created_by: get_id(row, "created_by")?,
         version: get(row, "version")?,
         created_at: get_ts(row, "created_at")?,
@@ -200,10 +218,15 @@ pub fn step(row: &SqliteRow) -> Result<(Uuid, Step)> {
             step_order: get_step_order(row, "step_order")?,
             channel: get_enum(row, "channel")?,
             delay_hours: DelayHours::parse(delay).map_err(|e| bad("delay_hours", e))?,
-            template_id: template.map(|t| TemplateId::parse(t).map_err(|e| bad("template_id", e))).transpose()?,
+            template_id: template
+                .map(|t| TemplateId::parse(t).map_err(|e| bad("template_id", e)))
+                .transpose()?,
             requires_human_approval: get(row, "requires_human_approval")?,
             conditions: conditions
-                .map(|v| Condition::parse(&v, "conditions").map_err(|e| bad("conditions", format!("{e:?}"))))
+                .map(|v| {
+                    Condition::parse(&v, "conditions")
+                        .map_err(|e| bad("conditions", format!("{e:?}")))
+                })
                 .transpose()?,
         },
     ))
@@ -241,7 +264,9 @@ pub fn approval(row: &SqliteRow) -> Result<Approval> {
         lead_id: get_id(row, "lead_id")?,
         sequence_id: get_id(row, "sequence_id")?,
         step_order: get_step_order(row, "step_order")?,
-        template_id: template.map(|t| TemplateId::parse(t).map_err(|e| bad("template_id", e))).transpose()?,
+        template_id: template
+            .map(|t| TemplateId::parse(t).map_err(|e| bad("template_id", e)))
+            .transpose()?,
         subject: get(row, "subject")?,
         body: get(row, "body")?,
         html_body: get(row, "html_body")?,

@@ -93,10 +93,16 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
 async fn measure(store: Arc<dyn Store>, args: &BenchArgs) -> anyhow::Result<Figures> {
     let t0: Timestamp = "2026-03-02T10:00:00Z".parse()?;
     let clock = Arc::new(ManualClock::new(t0));
-    let engine = Engine::with_manual_clock(store.clone(), clock.clone())
-        .with_config(SchedulerConfig { batch_size: args.batch_size, ..Default::default() });
+    let engine =
+        Engine::with_manual_clock(store.clone(), clock.clone()).with_config(SchedulerConfig {
+            batch_size: args.batch_size,
+            ..Default::default()
+        });
     let (_, key) = engine.create_tenant("bench").await?;
-    let p = engine.authenticate(&key).await?.expect("a fresh key authenticates");
+    let p = engine
+        .authenticate(&key)
+        .await?
+        .expect("a fresh key authenticates");
 
     let setup = Instant::now();
     build(&engine, store.as_ref(), p, args.leads, t0).await?;
@@ -110,14 +116,21 @@ async fn measure(store: Arc<dyn Store>, args: &BenchArgs) -> anyhow::Result<Figu
     let mut steps = 0;
     let mut messages = 0;
     let mut step_seconds = 0.0;
-    for (round, at) in [t0, t0 + SignedDuration::from_hours(48)].into_iter().enumerate() {
+    for (round, at) in [t0, t0 + SignedDuration::from_hours(48)]
+        .into_iter()
+        .enumerate()
+    {
         clock.set(at);
         let started = Instant::now();
         let report = engine.run_due(at, at).await?;
         let secs = started.elapsed().as_secs_f64();
         round_steps_per_sec[round] = report.steps as f64 / secs;
         steps += report.steps;
-        messages += report.outcomes.get("email:nurture_step_executed").copied().unwrap_or(0);
+        messages += report
+            .outcomes
+            .get("email:nurture_step_executed")
+            .copied()
+            .unwrap_or(0);
         step_seconds += secs;
     }
     Ok(Figures {
@@ -139,7 +152,13 @@ async fn measure(store: Arc<dyn Store>, args: &BenchArgs) -> anyhow::Result<Figu
 
 /// Ten sequences, each for one segment, and N leads spread over statuses, bands and segments
 /// like a CRM's: about a third of them match a sequence.
-async fn build(engine: &Engine, store: &dyn Store, p: Principal, leads: u32, now: Timestamp) -> anyhow::Result<()> {
+async fn build(
+    engine: &Engine,
+    store: &dyn Store,
+    p: Principal,
+    leads: u32,
+    now: Timestamp,
+) -> anyhow::Result<()> {
     for i in 0..SEQUENCES {
         let id = TemplateId::parse(&format!("t{i}"))?;
         let input = TemplateInput {
@@ -164,14 +183,23 @@ async fn build(engine: &Engine, store: &dyn Store, p: Principal, leads: u32, now
         let input = SequenceInput {
             name: format!("Segment {i}"),
             priority: 0,
-            entry_rules: Some(EntryRules::parse(&json!({"segments_any": [format!("seg{i}")]}), "entry_rules").map_err(|e| anyhow::anyhow!("{e:?}"))?),
+            entry_rules: Some(
+                EntryRules::parse(&json!({"segments_any": [format!("seg{i}")]}), "entry_rules")
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+            ),
             exit_rules: ExitRules::default(),
             steps: vec![step(1, 0)?, step(2, 48)?, step(3, 96)?],
         };
         let s = engine.create_sequence(p, input).await?;
         engine.activate_sequence(p, s.id).await?;
     }
-    let statuses = [LeadStatus::New, LeadStatus::Contacted, LeadStatus::Qualified, LeadStatus::Qualified, LeadStatus::Converted];
+    let statuses = [
+        LeadStatus::New,
+        LeadStatus::Contacted,
+        LeadStatus::Qualified,
+        LeadStatus::Qualified,
+        LeadStatus::Converted,
+    ];
     let bands = ["cold", "warm", "warm", "hot", "cold"];
     let mut n = 0u32;
     while n < leads {
@@ -204,7 +232,9 @@ async fn build(engine: &Engine, store: &dyn Store, p: Principal, leads: u32, now
                 })
             })
             .collect::<anyhow::Result<_>>()?;
-        let mut tx = store.begin(nurture_core::store::Scope::Tenant(p.tenant_id)).await?;
+        let mut tx = store
+            .begin(nurture_core::store::Scope::Tenant(p.tenant_id))
+            .await?;
         tx.insert_leads(&chunk).await?;
         tx.commit().await?;
         n += chunk.len() as u32;

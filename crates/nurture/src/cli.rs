@@ -9,7 +9,12 @@ use jiff::Timestamp;
 #[command(name = "nurture", version, about, long_about = None)]
 pub struct Cli {
     /// The database: sqlite://PATH (embedded, the default) or postgres://USER@HOST/DB.
-    #[arg(long, global = true, env = "NURTURE_DATABASE_URL", default_value = "sqlite://nurture.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "NURTURE_DATABASE_URL",
+        default_value = "sqlite://nurture.db"
+    )]
     pub database: String,
 
     /// Log format on standard error.
@@ -47,7 +52,10 @@ pub enum Command {
 impl Command {
     /// Commands whose standard output is for machines: keep logs to warnings.
     pub fn is_quiet(&self) -> bool {
-        matches!(self, Command::Tenant(_) | Command::Bench(_) | Command::Migrate)
+        matches!(
+            self,
+            Command::Tenant(_) | Command::Bench(_) | Command::Migrate
+        )
     }
 }
 
@@ -77,7 +85,9 @@ fn parse_clock(s: &str) -> Result<ClockArg, String> {
                 .parse::<Timestamp>()
                 .map(ClockArg::Manual)
                 .map_err(|e| format!("{at:?} is not an RFC 3339 instant: {e}")),
-            None => Err(format!("{other:?}: expected system, manual or manual:RFC3339")),
+            None => Err(format!(
+                "{other:?}: expected system, manual or manual:RFC3339"
+            )),
         },
     }
 }
@@ -116,7 +126,10 @@ pub struct WorkerArgs {
 
 impl WorkerArgs {
     pub fn scheduler(&self) -> nurture_core::engine::SchedulerConfig {
-        nurture_core::engine::SchedulerConfig { batch_size: self.batch_size, ..Default::default() }
+        nurture_core::engine::SchedulerConfig {
+            batch_size: self.batch_size,
+            ..Default::default()
+        }
     }
 }
 
@@ -145,7 +158,12 @@ pub struct DemoArgs {
 
 impl DemoArgs {
     pub fn serve_args(&self) -> ServeArgs {
-        ServeArgs { listen: self.listen.clone(), clock: ClockArg::System, no_worker: false, body_limit: 1024 * 1024 }
+        ServeArgs {
+            listen: self.listen.clone(),
+            clock: ClockArg::System,
+            no_worker: false,
+            body_limit: 1024 * 1024,
+        }
     }
 }
 
@@ -181,4 +199,3 @@ pub struct BenchArgs {
     #[arg(long, env = "NURTURE_BENCH_DIR")]
     pub dir: Option<std::path::PathBuf>,
 }
-

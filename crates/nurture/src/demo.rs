@@ -37,10 +37,49 @@ pub struct Summary {
     pub exits_by_reason: BTreeMap<String, usize>,
 }
 
-const FIRST: &[&str] = &["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Margaret", "Radia", "Linus", "Katherine", "Dennis", "Hedy", "John", "Sophie"];
-const LAST: &[&str] = &["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Hamilton", "Perlman", "Torvalds", "Johnson", "Ritchie", "Lamarr", "Backus", "Wilson"];
-const COMPANIES: &[&str] = &["Acme Analytics", "Globex", "Initech", "Umbrella Health", "Stark Logistics", "Wayne Foods", "Hooli", "Vandelay Imports", "Soylent Labs", "Tyrell Systems"];
-const ZONES: &[&str] = &["Europe/Paris", "America/New_York", "America/Los_Angeles", "Europe/London", "Asia/Tokyo", "Australia/Sydney", "UTC"];
+const FIRST: &[&str] = &[
+    "Ada",
+    "Grace",
+    "Alan",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Frances",
+    "Ken",
+    "Margaret",
+    "Radia",
+    "Linus",
+    "Katherine",
+    "Dennis",
+    "Hedy",
+    "John",
+    "Sophie",
+];
+const LAST: &[&str] = &[
+    "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Hamilton",
+    "Perlman", "Torvalds", "Johnson", "Ritchie", "Lamarr", "Backus", "Wilson",
+];
+const COMPANIES: &[&str] = &[
+    "Acme Analytics",
+    "Globex",
+    "Initech",
+    "Umbrella Health",
+    "Stark Logistics",
+    "Wayne Foods",
+    "Hooli",
+    "Vandelay Imports",
+    "Soylent Labs",
+    "Tyrell Systems",
+];
+const ZONES: &[&str] = &[
+    "Europe/Paris",
+    "America/New_York",
+    "America/Los_Angeles",
+    "Europe/London",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+    "UTC",
+];
 
 fn pick<'a>(rng: &mut StdRng, from: &[&'a str]) -> &'a str {
     from[rng.random_range(0..from.len())]
@@ -50,9 +89,13 @@ pub async fn run(store: Arc<dyn Store>, args: &DemoArgs) -> anyhow::Result<Summa
     let end = Timestamp::now();
     let start = end - SignedDuration::from_hours(args.days as i64 * 24);
     let clock = Arc::new(ManualClock::new(start));
-    let engine = Engine::with_manual_clock(store, clock.clone()).with_key_pepper(&crate::key_pepper());
+    let engine =
+        Engine::with_manual_clock(store, clock.clone()).with_key_pepper(&crate::key_pepper());
     let (tenant, api_key) = engine.create_tenant("Demo Co").await?;
-    let p = engine.authenticate(&api_key).await?.expect("a fresh key authenticates");
+    let p = engine
+        .authenticate(&api_key)
+        .await?
+        .expect("a fresh key authenticates");
     let mut rng = StdRng::seed_from_u64(args.seed);
 
     engine
@@ -73,7 +116,11 @@ pub async fn run(store: Arc<dyn Store>, args: &DemoArgs) -> anyhow::Result<Summa
     }
 
     let bar = ProgressBar::new(args.days as u64);
-    bar.set_style(ProgressStyle::with_template("{msg:>12} [{bar:30}] day {pos}/{len}").expect("valid template").progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:30}] day {pos}/{len}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
     bar.set_message("simulating");
     let arriving_per_day = ((args.leads - initial) / args.days).max(1);
     let mut created = initial;
@@ -85,14 +132,26 @@ pub async fn run(store: Arc<dyn Store>, args: &DemoArgs) -> anyhow::Result<Summa
             }
         }
         // A working day: reviewers decide, reps finish tasks, leads react to what they got.
-        for a in engine.list_approvals(p, Some(ApprovalStatus::Pending), &Page::first(1000)).await?.items {
+        for a in engine
+            .list_approvals(p, Some(ApprovalStatus::Pending), &Page::first(1000))
+            .await?
+            .items
+        {
             match rng.random_range(0..10) {
-                0 => drop(engine.reject(p, a.id, Some("not the right tone".into()), false).await?),
+                0 => drop(
+                    engine
+                        .reject(p, a.id, Some("not the right tone".into()), false)
+                        .await?,
+                ),
                 1..=7 => drop(engine.approve(p, a.id, ApprovalEdit::default()).await?),
                 _ => {}
             }
         }
-        for t in engine.list_tasks(p, Some(TaskStatus::Open), &Page::first(1000)).await?.items {
+        for t in engine
+            .list_tasks(p, Some(TaskStatus::Open), &Page::first(1000))
+            .await?
+            .items
+        {
             if rng.random_bool(0.6) {
                 engine.complete_task(p, t.id).await?;
             }
@@ -100,9 +159,18 @@ pub async fn run(store: Arc<dyn Store>, args: &DemoArgs) -> anyhow::Result<Summa
         for lead in &leads {
             let roll = rng.random_range(0..1000);
             let event = match roll {
-                0..=7 => Some(LeadEvent::Reply { sentiment: Sentiment::Positive, until: None }),
-                8..=17 => Some(LeadEvent::Reply { sentiment: Sentiment::Neutral, until: None }),
-                18..=21 => Some(LeadEvent::Reply { sentiment: Sentiment::OutOfOffice, until: Some(clock_now(&engine) + SignedDuration::from_hours(72)) }),
+                0..=7 => Some(LeadEvent::Reply {
+                    sentiment: Sentiment::Positive,
+                    until: None,
+                }),
+                8..=17 => Some(LeadEvent::Reply {
+                    sentiment: Sentiment::Neutral,
+                    until: None,
+                }),
+                18..=21 => Some(LeadEvent::Reply {
+                    sentiment: Sentiment::OutOfOffice,
+                    until: Some(clock_now(&engine) + SignedDuration::from_hours(72)),
+                }),
                 22..=25 => Some(LeadEvent::Converted),
                 26..=27 => Some(LeadEvent::Unsubscribed),
                 28 => Some(LeadEvent::Bounced { hard: true }),
@@ -126,7 +194,12 @@ fn clock_now(engine: &Engine) -> Timestamp {
     engine.now()
 }
 
-async fn new_lead(engine: &Engine, p: Principal, rng: &mut StdRng, owners: &[uuid::Uuid]) -> anyhow::Result<LeadId> {
+async fn new_lead(
+    engine: &Engine,
+    p: Principal,
+    rng: &mut StdRng,
+    owners: &[uuid::Uuid],
+) -> anyhow::Result<LeadId> {
     let first = pick(rng, FIRST);
     let last = pick(rng, LAST);
     let company = pick(rng, COMPANIES);
@@ -142,10 +215,19 @@ async fn new_lead(engine: &Engine, p: Principal, rng: &mut StdRng, owners: &[uui
         4..=8 => "warm",
         _ => "hot",
     };
-    let segment = if rng.random_bool(0.3) { "enterprise" } else { "smb" };
+    let segment = if rng.random_bool(0.3) {
+        "enterprise"
+    } else {
+        "smb"
+    };
     let input = LeadInput {
         id: None,
-        email: EmailAddress::parse(&format!("{}.{}.{n}@{}.example", first.to_lowercase(), last.to_lowercase(), company.split(' ').next().unwrap_or("x").to_lowercase()))?,
+        email: EmailAddress::parse(&format!(
+            "{}.{}.{n}@{}.example",
+            first.to_lowercase(),
+            last.to_lowercase(),
+            company.split(' ').next().unwrap_or("x").to_lowercase()
+        ))?,
         first_name: Some(first.into()),
         last_name: Some(last.into()),
         company: Some(company.into()),
@@ -154,7 +236,10 @@ async fn new_lead(engine: &Engine, p: Principal, rng: &mut StdRng, owners: &[uui
         score: rng.random_range(10..100),
         score_band: Some(band.into()),
         segments: vec![segment.into()],
-        attributes: json!({"source": if rng.random_bool(0.5) { "webinar" } else { "website" }}).as_object().cloned().unwrap_or_default(),
+        attributes: json!({"source": if rng.random_bool(0.5) { "webinar" } else { "website" }})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
         owner_id: Some(owners[rng.random_range(0..owners.len())]),
         do_not_contact: rng.random_bool(0.02),
         unsubscribed: false,
@@ -164,20 +249,58 @@ async fn new_lead(engine: &Engine, p: Principal, rng: &mut StdRng, owners: &[uui
 
 async fn templates(engine: &Engine, p: Principal) -> anyhow::Result<()> {
     let all = [
-        ("welcome", "Welcome, {{ first_name }}", "Hi {{ first_name }},\n\nThanks for your interest. Here is how teams like {{ company }} get started.", false),
-        ("case-study", "How a team like {{ company }} saved 10 hours a week", "Hi {{ first_name }},\n\nA short case study you might like.", false),
-        ("check-in", "Quick check-in", "Hi {{ first_name }}, is now a good time to talk?", true),
-        ("break-up", "Should I close your file?", "Hi {{ first_name }},\n\nI have not heard back, so this is my last note for now.", true),
-        ("call-brief", "Call {{ first_name }} {{ last_name }} at {{ company }}", "Call brief.", false),
+        (
+            "welcome",
+            "Welcome, {{ first_name }}",
+            "Hi {{ first_name }},\n\nThanks for your interest. Here is how teams like {{ company }} get started.",
+            false,
+        ),
+        (
+            "case-study",
+            "How a team like {{ company }} saved 10 hours a week",
+            "Hi {{ first_name }},\n\nA short case study you might like.",
+            false,
+        ),
+        (
+            "check-in",
+            "Quick check-in",
+            "Hi {{ first_name }}, is now a good time to talk?",
+            true,
+        ),
+        (
+            "break-up",
+            "Should I close your file?",
+            "Hi {{ first_name }},\n\nI have not heard back, so this is my last note for now.",
+            true,
+        ),
+        (
+            "call-brief",
+            "Call {{ first_name }} {{ last_name }} at {{ company }}",
+            "Call brief.",
+            false,
+        ),
     ];
     for (id, subject, body, pre_approved) in all {
-        let input = TemplateInput { id: TemplateId::parse(id)?, name: id.replace('-', " "), subject: subject.into(), body: body.into(), html_body: None, pre_approved };
+        let input = TemplateInput {
+            id: TemplateId::parse(id)?,
+            name: id.replace('-', " "),
+            subject: subject.into(),
+            body: body.into(),
+            html_body: None,
+            pre_approved,
+        };
         engine.put_template(p, input, false).await?;
     }
     Ok(())
 }
 
-fn step(order: i64, channel: Channel, delay: i64, template: Option<&str>, approval: bool) -> anyhow::Result<Step> {
+fn step(
+    order: i64,
+    channel: Channel,
+    delay: i64,
+    template: Option<&str>,
+    approval: bool,
+) -> anyhow::Result<Step> {
     Ok(Step {
         step_order: StepOrder::parse(order)?,
         channel,
@@ -189,8 +312,12 @@ fn step(order: i64, channel: Channel, delay: i64, template: Option<&str>, approv
 }
 
 async fn sequences(engine: &Engine, p: Principal) -> anyhow::Result<()> {
-    let rules = |v: serde_json::Value| EntryRules::parse(&v, "entry_rules").map_err(|e| anyhow::anyhow!("{e:?}"));
-    let exits = |v: serde_json::Value| ExitRules::parse(&v, "exit_rules").map_err(|e| anyhow::anyhow!("{e:?}"));
+    let rules = |v: serde_json::Value| {
+        EntryRules::parse(&v, "entry_rules").map_err(|e| anyhow::anyhow!("{e:?}"))
+    };
+    let exits = |v: serde_json::Value| {
+        ExitRules::parse(&v, "exit_rules").map_err(|e| anyhow::anyhow!("{e:?}"))
+    };
     let all = [
         SequenceInput {
             name: "Warm inbound".into(),
@@ -208,7 +335,9 @@ async fn sequences(engine: &Engine, p: Principal) -> anyhow::Result<()> {
         SequenceInput {
             name: "Enterprise hand-raisers".into(),
             priority: 5,
-            entry_rules: Some(rules(json!({"segments_any": ["enterprise"], "score_bands": ["warm", "hot"], "min_score": 40}))?),
+            entry_rules: Some(rules(
+                json!({"segments_any": ["enterprise"], "score_bands": ["warm", "hot"], "min_score": 40}),
+            )?),
             exit_rules: exits(json!({"on_reply": "any"}))?,
             steps: vec![
                 step(1, Channel::Task, 0, None, false)?,
@@ -232,11 +361,19 @@ async fn sequences(engine: &Engine, p: Principal) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn summarize(engine: &Engine, p: Principal, tenant_id: uuid::Uuid, api_key: String, args: &DemoArgs) -> anyhow::Result<Summary> {
+async fn summarize(
+    engine: &Engine,
+    p: Principal,
+    tenant_id: uuid::Uuid,
+    api_key: String,
+    args: &DemoArgs,
+) -> anyhow::Result<Summary> {
     let mut enrollments = Vec::new();
     let mut page = Page::first(1000);
     loop {
-        let listed = engine.list_enrollments(p, &EnrollmentFilter::default(), &page).await?;
+        let listed = engine
+            .list_enrollments(p, &EnrollmentFilter::default(), &page)
+            .await?;
         enrollments.extend(listed.items);
         match listed.next {
             Some(next) => page.after = Some(next),
@@ -244,14 +381,36 @@ async fn summarize(engine: &Engine, p: Principal, tenant_id: uuid::Uuid, api_key
         }
     }
     let mut exits_by_reason = BTreeMap::new();
-    for e in enrollments.iter().filter(|e| e.status == EnrollmentStatus::Exited) {
-        *exits_by_reason.entry(e.exit_reason.clone().unwrap_or_default()).or_default() += 1;
+    for e in enrollments
+        .iter()
+        .filter(|e| e.status == EnrollmentStatus::Exited)
+    {
+        *exits_by_reason
+            .entry(e.exit_reason.clone().unwrap_or_default())
+            .or_default() += 1;
     }
     let count = |status| enrollments.iter().filter(|e| e.status == status).count();
-    let messages = count_all(|page| async move { Ok(engine.list_messages(p, &Default::default(), &page).await?) }).await?;
-    let approvals_waiting = count_all(|page| async move { Ok(engine.list_approvals(p, Some(ApprovalStatus::Pending), &page).await?) }).await?;
-    let tasks_open = count_all(|page| async move { Ok(engine.list_tasks(p, Some(TaskStatus::Open), &page).await?) }).await?;
-    let tasks_done = count_all(|page| async move { Ok(engine.list_tasks(p, Some(TaskStatus::Done), &page).await?) }).await?;
+    let messages =
+        count_all(
+            |page| async move { Ok(engine.list_messages(p, &Default::default(), &page).await?) },
+        )
+        .await?;
+    let approvals_waiting = count_all(|page| async move {
+        Ok(engine
+            .list_approvals(p, Some(ApprovalStatus::Pending), &page)
+            .await?)
+    })
+    .await?;
+    let tasks_open =
+        count_all(
+            |page| async move { Ok(engine.list_tasks(p, Some(TaskStatus::Open), &page).await?) },
+        )
+        .await?;
+    let tasks_done =
+        count_all(
+            |page| async move { Ok(engine.list_tasks(p, Some(TaskStatus::Done), &page).await?) },
+        )
+        .await?;
     Ok(Summary {
         tenant_id,
         api_key,

@@ -33,7 +33,9 @@ fn init_logs(format: LogFormat, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if quiet { "warn" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -49,7 +51,9 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .with_context(|| format!("cannot open the database {url}"))?;
         Ok(Arc::new(store))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        bail!("the PostgreSQL backend is not part of this build yet (issue #4); use a sqlite:// URL")
+        bail!(
+            "the PostgreSQL backend is not part of this build yet (issue #4); use a sqlite:// URL"
+        )
     } else {
         bail!("--database {url:?}: expected a sqlite://PATH or postgres://... URL")
     }
@@ -72,7 +76,9 @@ fn key_pepper() -> Vec<u8> {
 fn engine_with(store: Arc<dyn Store>, clock: &ClockArg) -> Engine {
     let engine = match clock {
         ClockArg::System => Engine::new(store, Arc::new(SystemClock) as Arc<dyn Clock>),
-        ClockArg::Manual(start) => Engine::with_manual_clock(store, Arc::new(ManualClock::new(*start))),
+        ClockArg::Manual(start) => {
+            Engine::with_manual_clock(store, Arc::new(ManualClock::new(*start)))
+        }
     };
     engine.with_key_pepper(&key_pepper())
 }
@@ -130,7 +136,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = ready_store(&url).await?;
             let engine = engine_with(store, &ClockArg::System);
             let (tenant, key) = engine.create_tenant(&name).await?;
-            println!("{}", serde_json::json!({ "tenant_id": tenant.id, "api_key": key }));
+            println!(
+                "{}",
+                serde_json::json!({ "tenant_id": tenant.id, "api_key": key })
+            );
             Ok(())
         }
         Command::Demo(args) => {
@@ -161,7 +170,10 @@ async fn serve(engine: Arc<Engine>, args: cli::ServeArgs) -> anyhow::Result<()> 
         let stop = stop_rx.clone();
         tokio::spawn(async move { engine.run_scheduler(stop).await })
     });
-    let config = nurture_http::HttpConfig { body_limit: args.body_limit, ..Default::default() };
+    let config = nurture_http::HttpConfig {
+        body_limit: args.body_limit,
+        ..Default::default()
+    };
     let mut stop = stop_rx.clone();
     let http = nurture_http::serve(listener, engine.clone(), config, async move {
         let _ = stop.wait_for(|s| *s).await;

@@ -145,7 +145,10 @@ behaviour_test!(manual_only_sequences_take_manual_enrollment, |h| async move {
     let e = h.engine.enroll(h.p, lead.lead.id, manual.id).await.unwrap();
     assert_eq!((e.source, e.status, e.current_step_order.get()), (EnrollmentSource::Manual, EnrollmentStatus::Active, 1));
     let types = h.activity_types(lead.lead.id).await;
-    assert_eq!(types, vec!["nurture_enrolled", "nurture_step_scheduled"]);
+    assert_eq!(types, vec!["nurture_enrolled"]);
+    let enrolled = &h.activities(lead.lead.id).await[0];
+    assert_eq!(enrolled.details["source"], "manual");
+    assert_eq!(enrolled.details["next_step_on"], json!(h.now().to_string()));
 });
 
 behaviour_test!(manual_enrollment_passes_the_same_safety_checks, |h| async move {

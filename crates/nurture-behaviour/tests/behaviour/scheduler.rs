@@ -41,7 +41,7 @@ async fn history(h: &Harness, leads: &[LeadId]) -> Vec<String> {
 }
 
 behaviour_test!(advancing_30_days_at_once_equals_30_single_days, |h| async move {
-    let at_once = Harness::sqlite().await;
+    let at_once = Harness::same_backend(&h).await;
     let leads_a = busy_tenant(&at_once).await;
     at_once.advance_days(30).await;
 
@@ -81,7 +81,7 @@ behaviour_test!(a_batch_size_of_one_gives_the_same_history, |h| async move {
     let clock = std::sync::Arc::new(nurture_core::clock::ManualClock::new(START.parse().unwrap()));
     let small = Engine::with_manual_clock(store, clock).with_config(SchedulerConfig { batch_size: 1, ..Default::default() });
     let leads = busy_tenant(&h).await;
-    let other = Harness::sqlite().await;
+    let other = Harness::same_backend(&h).await;
     let leads_other = busy_tenant(&other).await;
     small.advance_to(h.at(24 * 20)).await.unwrap();
     other.advance_days(20).await;
@@ -94,4 +94,55 @@ behaviour_test!(the_clock_cannot_go_back, |h| async move {
     h.advance_hours(2).await;
     let err = h.engine.advance_to(h.at(1)).await.unwrap_err();
     assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+});
+
+behaviour_test!(the_activity_log_records_every_decision_with_its_reason, |h| async move {
+    h.template("a", "Hello", "Hi", false).await;
+    let s = h.sequence("Log", vec![email(1, 0, "a"), reviewed_email(2, 1, "a"), email(3, 1, "a")], Some(json!({})), None).await;
+    let lead = h.lead().await.lead;
+    h.advance_hours(50).await; // step 2 waits for the cap until hour 48, then for a reviewer
+    let a = h.pending_approvals().await.remove(0);
+    h.engine.approve(h.p, a.id, ApprovalEdit::default()).await.unwrap();
+    h.advance_hours(1).await;
+    h.event(lead.id, LeadEvent::Reply { sentiment: Sentiment::Positive, until: None }).await;
+    let acts = h.activities(lead.id).await;
+    let types: Vec<&str> = acts.iter().map(|a| a.activity_type.as_str()).collect();
+    for seed_type in ["nurture_enrolled", "nurture_step_scheduled", "nurture_step_executed", "nurture_paused", "nurture_resumed", "nurture_exited"] {
+        assert!(types.contains(&seed_type), "{seed_type} missing from {types:?}");
+    }
+    let e = h.only_enrollment(lead.id).await;
+    for act in acts.iter().filter(|a| a.activity_type != ActivityType::LeadEvent) {
+        assert_eq!((act.tenant_id, act.lead_id), (h.p.tenant_id, lead.id));
+        assert_eq!((act.enrollment_id, act.sequence_id), (Some(e.id), Some(s.id)), "{act:?}");
+        assert!(act.details.is_object());
+    }
+    let reason = |t: ActivityType| acts.iter().find(|a| a.activity_type == t).map(|a| a.details["reason"].clone());
+    assert_eq!(reason(ActivityType::NurturePaused), Some(json!("awaiting_approval")));
+    assert_eq!(reason(ActivityType::NurtureExited), Some(json!("positive_reply")));
+    // The cap deferred step 3 (one message per 48 h): the deferral says so.
+    assert!(acts.iter().any(|a| a.activity_type == ActivityType::NurtureStepScheduled && a.details["reason"] == "frequency_cap"));
+    // Time order.
+    assert!(acts.windows(2).all(|w| w[0].at <= w[1].at));
+});
+
+behaviour_test!(sequence_stats_count_the_funnel, |h| async move {
+    h.template("a", "Hello", "Hi", false).await;
+    let s = h.sequence("Funnel", vec![email(1, 0, "a"), email(2, 48, "a")], Some(json!({})), None).await;
+    let stays = h.lead().await.lead;
+    let replies = h.lead().await.lead;
+    let converts = h.lead().await.lead;
+    h.advance_hours(1).await;
+    h.event(replies.id, LeadEvent::Reply { sentiment: Sentiment::Positive, until: None }).await;
+    h.event(converts.id, LeadEvent::Converted).await;
+    h.advance_days(3).await;
+    let stats = h.engine.sequence_stats(h.p, s.id).await.unwrap();
+    assert_eq!(stats.enrolled, 3);
+    assert_eq!(stats.completed, 1);
+    assert_eq!(stats.replied, 1);
+    assert_eq!(stats.converted, 1);
+    assert_eq!(stats.reached_step, vec![(1, 3), (2, 1)]);
+    let mut by_reason = stats.exited_by_reason.clone();
+    by_reason.sort();
+    assert_eq!(by_reason, vec![("converted".to_string(), 1), ("positive_reply".to_string(), 1)]);
+    let _ = stays;
 });

@@ -19,7 +19,7 @@ behaviour_test!(steps_execute_in_order_with_delay_hours_between_them, |h| async 
     assert_eq!(
         h.activity_types(lead.id).await,
         vec![
-            "nurture_enrolled", "nurture_step_scheduled",
+            "nurture_enrolled",
             "nurture_step_executed", "nurture_step_scheduled",
             "nurture_step_executed", "nurture_step_scheduled",
             "nurture_step_executed", "nurture_completed",

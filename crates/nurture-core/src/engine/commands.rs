@@ -13,7 +13,6 @@ use crate::rules::{EntryRules, ExitRules};
 use crate::settings::TenantSettings;
 use crate::store::*;
 
-
 /// A lead as the CRM sends it (create, or upsert when `id` is given).
 #[derive(Debug, Clone)]
 pub struct LeadInput {
@@ -56,7 +55,21 @@ impl LeadPatch {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { lead.$f = v; } )* };
         }
-        set!(email, first_name, last_name, company, timezone, status, score, score_band, segments, attributes, owner_id, do_not_contact, unsubscribed);
+        set!(
+            email,
+            first_name,
+            last_name,
+            company,
+            timezone,
+            status,
+            score,
+            score_band,
+            segments,
+            attributes,
+            owner_id,
+            do_not_contact,
+            unsubscribed
+        );
     }
 }
 
@@ -72,15 +85,22 @@ pub struct LeadWrite {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LeadEvent {
     /// `until` only matters for an out-of-office reply: the next step waits for it.
-    Reply { sentiment: Sentiment, until: Option<Timestamp> },
+    Reply {
+        sentiment: Sentiment,
+        until: Option<Timestamp>,
+    },
     Converted,
     Disqualified,
     Unsubscribed,
-    Bounced { hard: bool },
+    Bounced {
+        hard: bool,
+    },
     EmailOpened,
     EmailClicked,
     /// A message sent outside Nurture: it counts toward the frequency cap.
-    OutboundMessage { subject: Option<String> },
+    OutboundMessage {
+        subject: Option<String>,
+    },
 }
 
 impl LeadEvent {
@@ -143,7 +163,10 @@ pub fn validate_steps(steps: &[Step]) -> Vec<FieldError> {
         if s.step_order.get() != expected {
             errors.push(FieldError::new(
                 format!("steps[{i}].step_order"),
-                format!("step orders run 1..N without gaps in array order: expected {expected}, got {}", s.step_order.get()),
+                format!(
+                    "step orders run 1..N without gaps in array order: expected {expected}, got {}",
+                    s.step_order.get()
+                ),
             ));
         }
         match s.channel {
@@ -174,7 +197,11 @@ fn validate_name(name: &str, errors: &mut Vec<FieldError>) {
 }
 
 fn invalid_unless_empty(errors: Vec<FieldError>) -> Result<()> {
-    if errors.is_empty() { Ok(()) } else { Err(Error::Invalid(errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(errors))
+    }
 }
 
 impl Engine {
@@ -235,17 +262,31 @@ impl Engine {
         tx.insert_lead(&lead).await?;
         let settings = self.settings(tx.as_mut(), p.tenant_id).await?;
         let mut fx = Effects::default();
-        let enrolled = self.auto_enroll_lead(tx.as_mut(), &mut fx, &settings, &lead, now).await?;
+        let enrolled = self
+            .auto_enroll_lead(tx.as_mut(), &mut fx, &settings, &lead, now)
+            .await?;
         tx.apply(&fx).await?;
         tx.commit().await?;
         self.wake.notify_one();
-        Ok(LeadWrite { lead, created: true, enrollments: enrolled.into_iter().collect() })
+        Ok(LeadWrite {
+            lead,
+            created: true,
+            enrollments: enrolled.into_iter().collect(),
+        })
     }
 
-    pub async fn patch_lead(&self, p: Principal, id: LeadId, patch: LeadPatch) -> Result<LeadWrite> {
+    pub async fn patch_lead(
+        &self,
+        p: Principal,
+        id: LeadId,
+        patch: LeadPatch,
+    ) -> Result<LeadWrite> {
         let now = self.now();
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
-        let lead = tx.get_lead(p.tenant_id, id).await?.ok_or(Error::NotFound("lead"))?;
+        let lead = tx
+            .get_lead(p.tenant_id, id)
+            .await?
+            .ok_or(Error::NotFound("lead"))?;
         let out = self.change_lead(tx.as_mut(), lead, patch, now).await?;
         tx.commit().await?;
         self.wake.notify_one();
@@ -254,21 +295,37 @@ impl Engine {
 
     /// A change to a lead takes effect at once: a status, do-not-contact or opt-out change ends
     /// its live enrollment in the same transaction; otherwise the change may enroll it.
-    async fn change_lead(&self, tx: &mut dyn Tx, mut lead: Lead, patch: LeadPatch, now: Timestamp) -> Result<LeadWrite> {
+    async fn change_lead(
+        &self,
+        tx: &mut dyn Tx,
+        mut lead: Lead,
+        patch: LeadPatch,
+        now: Timestamp,
+    ) -> Result<LeadWrite> {
         patch.apply_to(&mut lead);
         lead.updated_at = now;
         tx.update_lead(&lead).await?;
         let mut fx = Effects::default();
         let mut touched = Vec::new();
-        match self.exit_if(tx, &mut fx, &lead, mandatory_exit(&lead), now).await? {
+        match self
+            .exit_if(tx, &mut fx, &lead, mandatory_exit(&lead), now)
+            .await?
+        {
             Some(exited) => touched.push(exited),
             None => {
                 let settings = self.settings(tx, lead.tenant_id).await?;
-                touched.extend(self.auto_enroll_lead(tx, &mut fx, &settings, &lead, now).await?);
+                touched.extend(
+                    self.auto_enroll_lead(tx, &mut fx, &settings, &lead, now)
+                        .await?,
+                );
             }
         }
         tx.apply(&fx).await?;
-        Ok(LeadWrite { lead, created: false, enrollments: touched })
+        Ok(LeadWrite {
+            lead,
+            created: false,
+            enrollments: touched,
+        })
     }
 
     /// Ends the lead's live enrollment for `reason`, if it has one and there is a reason.
@@ -280,15 +337,22 @@ impl Engine {
         reason: Option<&str>,
         now: Timestamp,
     ) -> Result<Option<Enrollment>> {
-        let Some(reason) = reason else { return Ok(None) };
-        let Some(live) = tx.live_enrollment(lead.tenant_id, lead.id).await? else { return Ok(None) };
+        let Some(reason) = reason else {
+            return Ok(None);
+        };
+        let Some(live) = tx.live_enrollment(lead.tenant_id, lead.id).await? else {
+            return Ok(None);
+        };
         let (approvals, tasks) = tx.open_work(lead.tenant_id, live.id).await?;
         Ok(Some(exit(fx, live, reason, now, approvals, tasks)))
     }
 
     pub async fn get_lead(&self, p: Principal, id: LeadId) -> Result<Lead> {
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
-        let lead = tx.get_lead(p.tenant_id, id).await?.ok_or(Error::NotFound("lead"))?;
+        let lead = tx
+            .get_lead(p.tenant_id, id)
+            .await?
+            .ok_or(Error::NotFound("lead"))?;
         tx.commit().await?;
         Ok(lead)
     }
@@ -296,14 +360,26 @@ impl Engine {
     /// Records an event about a lead; exits it from its sequence at once where the event says so
     /// (SPEC section 4: "exits on conversion, disqualification, unsubscribe, do-not-contact and
     /// positive reply are immediate").
-    pub async fn lead_event(&self, p: Principal, id: LeadId, event: LeadEvent, at: Option<Timestamp>) -> Result<LeadWrite> {
+    pub async fn lead_event(
+        &self,
+        p: Principal,
+        id: LeadId,
+        event: LeadEvent,
+        at: Option<Timestamp>,
+    ) -> Result<LeadWrite> {
         let now = self.now();
         let at = at.map(crate::clock::truncate_to_micros).unwrap_or(now);
         if at > now {
-            return Err(Error::invalid("at", format!("an event cannot happen in the future (now is {now})")));
+            return Err(Error::invalid(
+                "at",
+                format!("an event cannot happen in the future (now is {now})"),
+            ));
         }
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
-        let mut lead = tx.get_lead(p.tenant_id, id).await?.ok_or(Error::NotFound("lead"))?;
+        let mut lead = tx
+            .get_lead(p.tenant_id, id)
+            .await?
+            .ok_or(Error::NotFound("lead"))?;
         let mut fx = Effects::default();
         let mut exit_reason: Option<&str> = None;
         let mut details = json!({ "event": event.type_name(), "at": at.to_string() });
@@ -319,8 +395,14 @@ impl Engine {
                             && e.next_step_on.is_some_and(|d| d < *until)
                         {
                             e.next_step_on = Some(*until);
-                            log(&mut fx, &e, ActivityType::NurtureStepScheduled, Some(e.current_step_order), now,
-                                json!({ "reason": "out_of_office", "next_step_on": until.to_string() }));
+                            log(
+                                &mut fx,
+                                &e,
+                                ActivityType::NurtureStepScheduled,
+                                Some(e.current_step_order),
+                                now,
+                                json!({ "reason": "out_of_office", "next_step_on": until.to_string() }),
+                            );
                             save(&mut fx, e, now);
                         }
                     }
@@ -329,7 +411,10 @@ impl Engine {
                     lead.last_reply_sentiment = Some(*sentiment);
                     lead.last_engaged_at = Some(lead.last_engaged_at.map_or(at, |t| t.max(at)));
                     if let Some(live) = tx.live_enrollment(p.tenant_id, id).await? {
-                        let sequence = tx.get_sequence(p.tenant_id, live.sequence_id).await?.ok_or(Error::NotFound("sequence"))?;
+                        let sequence = tx
+                            .get_sequence(p.tenant_id, live.sequence_id)
+                            .await?
+                            .ok_or(Error::NotFound("sequence"))?;
                         exit_reason = sequence.exit_rules.reply_exit(*sentiment);
                     }
                 }
@@ -382,17 +467,28 @@ impl Engine {
             at: now,
             details,
         });
-        let exited = self.exit_if(tx.as_mut(), &mut fx, &lead, exit_reason, now).await?;
+        let exited = self
+            .exit_if(tx.as_mut(), &mut fx, &lead, exit_reason, now)
+            .await?;
         tx.apply(&fx).await?;
         tx.commit().await?;
         self.wake.notify_one();
-        Ok(LeadWrite { lead, created: false, enrollments: exited.into_iter().collect() })
+        Ok(LeadWrite {
+            lead,
+            created: false,
+            enrollments: exited.into_iter().collect(),
+        })
     }
 
     // -- templates --------------------------------------------------------------------------------
 
     /// Creates (`create_only`: a taken id is 409) or replaces a template.
-    pub async fn put_template(&self, p: Principal, input: TemplateInput, create_only: bool) -> Result<(Template, bool)> {
+    pub async fn put_template(
+        &self,
+        p: Principal,
+        input: TemplateInput,
+        create_only: bool,
+    ) -> Result<(Template, bool)> {
         let mut errors = Vec::new();
         validate_name(&input.name, &mut errors);
         if input.subject.trim().is_empty() {
@@ -401,14 +497,22 @@ impl Engine {
         if input.body.trim().is_empty() {
             errors.push(FieldError::new("body", "a body is required"));
         }
-        errors.extend(check_template(&input.subject, &input.body, input.html_body.as_deref()));
+        errors.extend(check_template(
+            &input.subject,
+            &input.body,
+            input.html_body.as_deref(),
+        ));
         invalid_unless_empty(errors)?;
         let now = self.now();
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let existing = tx.get_template(p.tenant_id, &input.id).await?;
         if create_only && existing.is_some() {
             return Err(Error::Conflict {
-                message: format!("a template with id {:?} exists; PUT /v1/templates/{} replaces it", input.id.as_str(), input.id),
+                message: format!(
+                    "a template with id {:?} exists; PUT /v1/templates/{} replaces it",
+                    input.id.as_str(),
+                    input.id
+                ),
                 conflicting: Some(json!({ "template_id": input.id.as_str() })),
             });
         }
@@ -430,7 +534,10 @@ impl Engine {
 
     pub async fn get_template(&self, p: Principal, id: &TemplateId) -> Result<Template> {
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
-        let t = tx.get_template(p.tenant_id, id).await?.ok_or(Error::NotFound("template"))?;
+        let t = tx
+            .get_template(p.tenant_id, id)
+            .await?
+            .ok_or(Error::NotFound("template"))?;
         tx.commit().await?;
         Ok(t)
     }
@@ -471,7 +578,10 @@ impl Engine {
 
     pub async fn get_sequence(&self, p: Principal, id: SequenceId) -> Result<Sequence> {
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
-        let s = tx.get_sequence(p.tenant_id, id).await?.ok_or(Error::NotFound("sequence"))?;
+        let s = tx
+            .get_sequence(p.tenant_id, id)
+            .await?
+            .ok_or(Error::NotFound("sequence"))?;
         tx.commit().await?;
         Ok(s)
     }
@@ -485,7 +595,9 @@ impl Engine {
 
     pub async fn sequence_stats(&self, p: Principal, id: SequenceId) -> Result<SequenceStats> {
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
-        tx.get_sequence(p.tenant_id, id).await?.ok_or(Error::NotFound("sequence"))?;
+        tx.get_sequence(p.tenant_id, id)
+            .await?
+            .ok_or(Error::NotFound("sequence"))?;
         let stats = tx.sequence_stats(p.tenant_id, id).await?;
         tx.commit().await?;
         Ok(stats)
@@ -493,7 +605,12 @@ impl Engine {
 
     /// Name, priority and rules may change in any state but archived; steps only in draft
     /// and paused (SPEC section 4, "Sequence lifecycle").
-    pub async fn patch_sequence(&self, p: Principal, id: SequenceId, patch: SequencePatch) -> Result<Sequence> {
+    pub async fn patch_sequence(
+        &self,
+        p: Principal,
+        id: SequenceId,
+        patch: SequencePatch,
+    ) -> Result<Sequence> {
         let mut errors = Vec::new();
         if let Some(name) = &patch.name {
             validate_name(name, &mut errors);
@@ -504,12 +621,22 @@ impl Engine {
         invalid_unless_empty(errors)?;
         let now = self.now();
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
-        let mut s = tx.get_sequence(p.tenant_id, id).await?.ok_or(Error::NotFound("sequence"))?;
+        let mut s = tx
+            .get_sequence(p.tenant_id, id)
+            .await?
+            .ok_or(Error::NotFound("sequence"))?;
         if s.status == SequenceStatus::Archived {
-            return Err(Error::conflict(format!("sequence {id} is archived and can no longer change")));
+            return Err(Error::conflict(format!(
+                "sequence {id} is archived and can no longer change"
+            )));
         }
-        if patch.steps.is_some() && !matches!(s.status, SequenceStatus::Draft | SequenceStatus::Paused) {
-            return Err(Error::conflict(format!("steps can change only while the sequence is draft or paused; it is {}", s.status)));
+        if patch.steps.is_some()
+            && !matches!(s.status, SequenceStatus::Draft | SequenceStatus::Paused)
+        {
+            return Err(Error::conflict(format!(
+                "steps can change only while the sequence is draft or paused; it is {}",
+                s.status
+            )));
         }
         if let Some(name) = patch.name {
             s.name = name.trim().to_string();
@@ -533,21 +660,46 @@ impl Engine {
         Ok(s)
     }
 
-    pub async fn replace_steps(&self, p: Principal, id: SequenceId, steps: Vec<Step>) -> Result<Sequence> {
-        self.patch_sequence(p, id, SequencePatch { steps: Some(steps), ..Default::default() }).await
+    pub async fn replace_steps(
+        &self,
+        p: Principal,
+        id: SequenceId,
+        steps: Vec<Step>,
+    ) -> Result<Sequence> {
+        self.patch_sequence(
+            p,
+            id,
+            SequencePatch {
+                steps: Some(steps),
+                ..Default::default()
+            },
+        )
+        .await
     }
 
     /// What activation checks (SPEC section 4): at least one step, no more than the tenant's
     /// max steps and span, every template present and naming only lead fields.
-    async fn validate_for_activation(&self, tx: &mut dyn Tx, s: &Sequence, settings: &TenantSettings) -> Result<()> {
+    async fn validate_for_activation(
+        &self,
+        tx: &mut dyn Tx,
+        s: &Sequence,
+        settings: &TenantSettings,
+    ) -> Result<()> {
         let mut errors = Vec::new();
         if s.steps.is_empty() {
-            errors.push(FieldError::new("steps", "an active sequence needs at least one step"));
+            errors.push(FieldError::new(
+                "steps",
+                "an active sequence needs at least one step",
+            ));
         }
         if s.steps.len() > settings.max_steps as usize {
             errors.push(FieldError::new(
                 "steps",
-                format!("{} steps is more than the tenant's maximum of {}", s.steps.len(), settings.max_steps),
+                format!(
+                    "{} steps is more than the tenant's maximum of {}",
+                    s.steps.len(),
+                    settings.max_steps
+                ),
             ));
         }
         let span: i64 = s.steps.iter().map(|st| st.delay_hours.get()).sum();
@@ -561,7 +713,10 @@ impl Engine {
         for (i, st) in s.steps.iter().enumerate() {
             let Some(tid) = &st.template_id else { continue };
             match tx.get_template(s.tenant_id, tid).await? {
-                None => errors.push(FieldError::new(format!("steps[{i}].template_id"), format!("no template with id {:?}", tid.as_str()))),
+                None => errors.push(FieldError::new(
+                    format!("steps[{i}].template_id"),
+                    format!("no template with id {:?}", tid.as_str()),
+                )),
                 Some(t) => {
                     for e in check_template(&t.subject, &t.body, t.html_body.as_deref()) {
                         errors.push(FieldError::new(
@@ -577,12 +732,26 @@ impl Engine {
     }
 
     /// Lifecycle transitions: `draft → active ↔ paused → archived`, and `draft → archived`.
-    async fn transition(&self, p: Principal, id: SequenceId, to: SequenceStatus) -> Result<Sequence> {
+    async fn transition(
+        &self,
+        p: Principal,
+        id: SequenceId,
+        to: SequenceStatus,
+    ) -> Result<Sequence> {
         use SequenceStatus::*;
         let now = self.now();
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
-        let mut s = tx.get_sequence(p.tenant_id, id).await?.ok_or(Error::NotFound("sequence"))?;
-        let allowed = matches!((s.status, to), (Draft, Active) | (Paused, Active) | (Active, Paused) | (Draft | Active | Paused, Archived));
+        let mut s = tx
+            .get_sequence(p.tenant_id, id)
+            .await?
+            .ok_or(Error::NotFound("sequence"))?;
+        let allowed = matches!(
+            (s.status, to),
+            (Draft, Active)
+                | (Paused, Active)
+                | (Active, Paused)
+                | (Draft | Active | Paused, Archived)
+        );
         if !allowed {
             return Err(Error::Conflict {
                 message: format!("a {} sequence cannot become {to}", s.status),
@@ -591,13 +760,21 @@ impl Engine {
         }
         if to == Active {
             let settings = self.settings(tx.as_mut(), p.tenant_id).await?;
-            self.validate_for_activation(tx.as_mut(), &s, &settings).await?;
+            self.validate_for_activation(tx.as_mut(), &s, &settings)
+                .await?;
         }
         let mut fx = Effects::default();
         if to == Archived {
             for e in tx.live_enrollments_of_sequence(p.tenant_id, id).await? {
                 let (approvals, tasks) = tx.open_work(p.tenant_id, e.id).await?;
-                exit(&mut fx, e, exit_reason::SEQUENCE_ARCHIVED, now, approvals, tasks);
+                exit(
+                    &mut fx,
+                    e,
+                    exit_reason::SEQUENCE_ARCHIVED,
+                    now,
+                    approvals,
+                    tasks,
+                );
             }
         }
         s.status = to;
@@ -641,12 +818,20 @@ impl Engine {
 
     pub async fn get_enrollment(&self, p: Principal, id: EnrollmentId) -> Result<Enrollment> {
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
-        let e = tx.get_enrollment(p.tenant_id, id).await?.ok_or(Error::NotFound("enrollment"))?;
+        let e = tx
+            .get_enrollment(p.tenant_id, id)
+            .await?
+            .ok_or(Error::NotFound("enrollment"))?;
         tx.commit().await?;
         Ok(e)
     }
 
-    pub async fn list_enrollments(&self, p: Principal, filter: &EnrollmentFilter, page: &Page) -> Result<Listed<Enrollment>> {
+    pub async fn list_enrollments(
+        &self,
+        p: Principal,
+        filter: &EnrollmentFilter,
+        page: &Page,
+    ) -> Result<Listed<Enrollment>> {
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let out = tx.list_enrollments(p.tenant_id, filter, page).await?;
         tx.commit().await?;
@@ -656,9 +841,15 @@ impl Engine {
     pub async fn pause_enrollment(&self, p: Principal, id: EnrollmentId) -> Result<Enrollment> {
         let now = self.now();
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
-        let mut e = tx.get_enrollment(p.tenant_id, id).await?.ok_or(Error::NotFound("enrollment"))?;
+        let mut e = tx
+            .get_enrollment(p.tenant_id, id)
+            .await?
+            .ok_or(Error::NotFound("enrollment"))?;
         if e.status != EnrollmentStatus::Active {
-            return Err(Error::conflict(format!("only an active enrollment can be paused; it is {}", e.status)));
+            return Err(Error::conflict(format!(
+                "only an active enrollment can be paused; it is {}",
+                e.status
+            )));
         }
         let mut fx = Effects::default();
         pause(&mut fx, &mut e, PauseReason::Manual, now);
@@ -673,23 +864,42 @@ impl Engine {
     pub async fn resume_enrollment(&self, p: Principal, id: EnrollmentId) -> Result<Enrollment> {
         let now = self.now();
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
-        let mut e = tx.get_enrollment(p.tenant_id, id).await?.ok_or(Error::NotFound("enrollment"))?;
+        let mut e = tx
+            .get_enrollment(p.tenant_id, id)
+            .await?
+            .ok_or(Error::NotFound("enrollment"))?;
         match (e.status, e.paused_reason) {
             (EnrollmentStatus::Paused, Some(PauseReason::Manual)) => {}
             (EnrollmentStatus::Paused, Some(reason)) => {
                 return Err(Error::conflict(format!(
                     "the enrollment waits for {}: {}",
                     reason.as_str(),
-                    if reason == PauseReason::AwaitingTask { "complete the task" } else { "approve or reject the message" }
+                    if reason == PauseReason::AwaitingTask {
+                        "complete the task"
+                    } else {
+                        "approve or reject the message"
+                    }
                 )));
             }
-            _ => return Err(Error::conflict(format!("only a paused enrollment can be resumed; it is {}", e.status))),
+            _ => {
+                return Err(Error::conflict(format!(
+                    "only a paused enrollment can be resumed; it is {}",
+                    e.status
+                )));
+            }
         }
         let mut fx = Effects::default();
         e.status = EnrollmentStatus::Active;
         e.paused_reason = None;
         e.next_step_on = Some(now);
-        log(&mut fx, &e, ActivityType::NurtureResumed, Some(e.current_step_order), now, json!({ "reason": "manual" }));
+        log(
+            &mut fx,
+            &e,
+            ActivityType::NurtureResumed,
+            Some(e.current_step_order),
+            now,
+            json!({ "reason": "manual" }),
+        );
         save(&mut fx, e.clone(), now);
         tx.apply(&fx).await?;
         tx.commit().await?;
@@ -697,16 +907,33 @@ impl Engine {
         Ok(bumped(e, now))
     }
 
-    pub async fn exit_enrollment(&self, p: Principal, id: EnrollmentId, reason: Option<String>) -> Result<Enrollment> {
-        let reason = reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).unwrap_or_else(|| exit_reason::MANUAL.to_string());
+    pub async fn exit_enrollment(
+        &self,
+        p: Principal,
+        id: EnrollmentId,
+        reason: Option<String>,
+    ) -> Result<Enrollment> {
+        let reason = reason
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| exit_reason::MANUAL.to_string());
         if reason.len() > 255 {
-            return Err(Error::invalid("reason", "a reason has at most 255 characters"));
+            return Err(Error::invalid(
+                "reason",
+                "a reason has at most 255 characters",
+            ));
         }
         let now = self.now();
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
-        let e = tx.get_enrollment(p.tenant_id, id).await?.ok_or(Error::NotFound("enrollment"))?;
+        let e = tx
+            .get_enrollment(p.tenant_id, id)
+            .await?
+            .ok_or(Error::NotFound("enrollment"))?;
         if !e.is_live() {
-            return Err(Error::conflict(format!("the enrollment has already ended ({})", e.status)));
+            return Err(Error::conflict(format!(
+                "the enrollment has already ended ({})",
+                e.status
+            )));
         }
         let (approvals, tasks) = tx.open_work(p.tenant_id, e.id).await?;
         let mut fx = Effects::default();
@@ -718,7 +945,12 @@ impl Engine {
 
     // -- approvals (HITL) -------------------------------------------------------------------------
 
-    pub async fn list_approvals(&self, p: Principal, status: Option<ApprovalStatus>, page: &Page) -> Result<Listed<Approval>> {
+    pub async fn list_approvals(
+        &self,
+        p: Principal,
+        status: Option<ApprovalStatus>,
+        page: &Page,
+    ) -> Result<Listed<Approval>> {
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let out = tx.list_approvals(p.tenant_id, status, page).await?;
         tx.commit().await?;
@@ -727,27 +959,46 @@ impl Engine {
 
     pub async fn get_approval(&self, p: Principal, id: ApprovalId) -> Result<Approval> {
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
-        let a = tx.get_approval(p.tenant_id, id).await?.ok_or(Error::NotFound("approval"))?;
+        let a = tx
+            .get_approval(p.tenant_id, id)
+            .await?
+            .ok_or(Error::NotFound("approval"))?;
         tx.commit().await?;
         Ok(a)
     }
 
     /// An agent's draft replaces a pending approval's content; it still needs a human.
-    pub async fn draft_approval(&self, p: Principal, id: ApprovalId, edit: ApprovalEdit) -> Result<Approval> {
+    pub async fn draft_approval(
+        &self,
+        p: Principal,
+        id: ApprovalId,
+        edit: ApprovalEdit,
+    ) -> Result<Approval> {
         let now = self.now();
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let mut a = self.pending_approval(tx.as_mut(), p, id).await?;
         edit_content(&mut a, edit)?;
         a.author = ApprovalAuthor::Agent;
         a.updated_at = now;
-        let fx = Effects { approval_updates: vec![a.clone()], ..Default::default() };
+        let fx = Effects {
+            approval_updates: vec![a.clone()],
+            ..Default::default()
+        };
         tx.apply(&fx).await?;
         tx.commit().await?;
         Ok(a)
     }
 
-    async fn pending_approval(&self, tx: &mut dyn Tx, p: Principal, id: ApprovalId) -> Result<Approval> {
-        let a = tx.get_approval(p.tenant_id, id).await?.ok_or(Error::NotFound("approval"))?;
+    async fn pending_approval(
+        &self,
+        tx: &mut dyn Tx,
+        p: Principal,
+        id: ApprovalId,
+    ) -> Result<Approval> {
+        let a = tx
+            .get_approval(p.tenant_id, id)
+            .await?
+            .ok_or(Error::NotFound("approval"))?;
         if a.status != ApprovalStatus::Pending {
             return Err(Error::Conflict {
                 message: format!("the approval is already {}", a.status),
@@ -759,46 +1010,82 @@ impl Engine {
 
     /// The enrollment an approval pauses, which must still be waiting for it.
     async fn waiting_enrollment(&self, tx: &mut dyn Tx, a: &Approval) -> Result<Enrollment> {
-        let e = tx.get_enrollment(a.tenant_id, a.enrollment_id).await?.ok_or(Error::NotFound("enrollment"))?;
+        let e = tx
+            .get_enrollment(a.tenant_id, a.enrollment_id)
+            .await?
+            .ok_or(Error::NotFound("enrollment"))?;
         if e.status != EnrollmentStatus::Paused
             || e.paused_reason != Some(PauseReason::AwaitingApproval)
             || e.current_step_order != a.step_order
         {
-            return Err(Error::conflict(format!("enrollment {} no longer waits for this approval ({})", e.id, e.status)));
+            return Err(Error::conflict(format!(
+                "enrollment {} no longer waits for this approval ({})",
+                e.id, e.status
+            )));
         }
         Ok(e)
     }
 
     /// Approves (optionally with edits) and sends through the same checks as a due step: the
     /// cap or the window may defer it, and the approved content is what goes out then.
-    pub async fn approve(&self, p: Principal, id: ApprovalId, edit: ApprovalEdit) -> Result<Approval> {
+    pub async fn approve(
+        &self,
+        p: Principal,
+        id: ApprovalId,
+        edit: ApprovalEdit,
+    ) -> Result<Approval> {
         let now = self.now();
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let mut a = self.pending_approval(tx.as_mut(), p, id).await?;
         let edited = edit.subject.is_some() || edit.body.is_some() || edit.html_body.is_some();
         edit_content(&mut a, edit)?;
         let e = self.waiting_enrollment(tx.as_mut(), &a).await?;
-        let lead = tx.get_lead(p.tenant_id, e.lead_id).await?.ok_or(Error::NotFound("lead"))?;
-        let sequence = tx.get_sequence(p.tenant_id, e.sequence_id).await?.ok_or(Error::NotFound("sequence"))?;
+        let lead = tx
+            .get_lead(p.tenant_id, e.lead_id)
+            .await?
+            .ok_or(Error::NotFound("lead"))?;
+        let sequence = tx
+            .get_sequence(p.tenant_id, e.sequence_id)
+            .await?
+            .ok_or(Error::NotFound("sequence"))?;
         let settings = self.settings(tx.as_mut(), p.tenant_id).await?;
         a.status = ApprovalStatus::Approved;
         a.decided_by = Some(p.user_id);
         a.decided_at = Some(now);
         a.updated_at = now;
         let mut fx = Effects::default();
-        log(&mut fx, &e, ActivityType::ApprovalDecided, Some(a.step_order), now,
-            json!({ "approval_id": a.id, "decision": "approved", "edited": edited }));
+        log(
+            &mut fx,
+            &e,
+            ActivityType::ApprovalDecided,
+            Some(a.step_order),
+            now,
+            json!({ "approval_id": a.id, "decision": "approved", "edited": edited }),
+        );
         fx.approval_updates.push(a.clone());
         let mut e = e;
         e.status = EnrollmentStatus::Active;
         e.paused_reason = None;
-        log(&mut fx, &e, ActivityType::NurtureResumed, Some(e.current_step_order), now, json!({ "reason": "approved" }));
+        log(
+            &mut fx,
+            &e,
+            ActivityType::NurtureResumed,
+            Some(e.current_step_order),
+            now,
+            json!({ "reason": "approved" }),
+        );
 
-        let exit_reason = mandatory_exit(&lead).or_else(|| sequence.exit_rules.check(&lead, e.enrolled_on, now));
+        let exit_reason =
+            mandatory_exit(&lead).or_else(|| sequence.exit_rules.check(&lead, e.enrolled_on, now));
         if let Some(reason) = exit_reason {
             exit(&mut fx, e, reason, now, Vec::new(), Vec::new());
         } else {
-            let sent = tx.outbound_since(&[(lead.tenant_id, lead.id)], now - jiff::SignedDuration::from_hours(settings.message_window_hours as i64)).await?;
+            let sent = tx
+                .outbound_since(
+                    &[(lead.tenant_id, lead.id)],
+                    now - jiff::SignedDuration::from_hours(settings.message_window_hours as i64),
+                )
+                .await?;
             let sent = sent.get(&lead.id).cloned().unwrap_or_default();
             let (at, deferred) = send_time(&settings, &lead, &sent, now);
             match (deferred, sequence.step(a.step_order)) {
@@ -807,7 +1094,11 @@ impl Engine {
                     steps::defer(&mut fx, e, at, reason.as_str(), now);
                 }
                 (None, Some(step)) => {
-                    let content = Rendered { subject: a.subject.clone(), body: a.body.clone(), html_body: a.html_body.clone() };
+                    let content = Rendered {
+                        subject: a.subject.clone(),
+                        body: a.body.clone(),
+                        html_body: a.html_body.clone(),
+                    };
                     send(&mut fx, e, &sequence, &lead, step, content, Some(a.id), now);
                 }
                 // The step was removed while the sequence was paused: nothing to send.
@@ -824,27 +1115,62 @@ impl Engine {
 
     /// Rejects: the step is skipped and the enrollment goes on, or (`exit`) it ends with
     /// `approval_rejected`.
-    pub async fn reject(&self, p: Principal, id: ApprovalId, reason: Option<String>, exit_sequence: bool) -> Result<Approval> {
+    pub async fn reject(
+        &self,
+        p: Principal,
+        id: ApprovalId,
+        reason: Option<String>,
+        exit_sequence: bool,
+    ) -> Result<Approval> {
         let now = self.now();
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let mut a = self.pending_approval(tx.as_mut(), p, id).await?;
         let e = self.waiting_enrollment(tx.as_mut(), &a).await?;
-        let sequence = tx.get_sequence(p.tenant_id, e.sequence_id).await?.ok_or(Error::NotFound("sequence"))?;
+        let sequence = tx
+            .get_sequence(p.tenant_id, e.sequence_id)
+            .await?
+            .ok_or(Error::NotFound("sequence"))?;
         a.status = ApprovalStatus::Rejected;
         a.decided_by = Some(p.user_id);
         a.decided_at = Some(now);
         a.decision_reason = reason.clone();
         a.updated_at = now;
         let mut fx = Effects::default();
-        log(&mut fx, &e, ActivityType::ApprovalDecided, Some(a.step_order), now,
-            json!({ "approval_id": a.id, "decision": "rejected", "reason": reason, "exit": exit_sequence }));
+        log(
+            &mut fx,
+            &e,
+            ActivityType::ApprovalDecided,
+            Some(a.step_order),
+            now,
+            json!({ "approval_id": a.id, "decision": "rejected", "reason": reason, "exit": exit_sequence }),
+        );
         fx.approval_updates.push(a.clone());
         if exit_sequence {
-            exit(&mut fx, e, exit_reason::APPROVAL_REJECTED, now, Vec::new(), Vec::new());
+            exit(
+                &mut fx,
+                e,
+                exit_reason::APPROVAL_REJECTED,
+                now,
+                Vec::new(),
+                Vec::new(),
+            );
         } else {
-            log(&mut fx, &e, ActivityType::NurtureStepSkipped, Some(a.step_order), now,
-                json!({ "reason": "approval_rejected", "channel": "email" }));
-            log(&mut fx, &e, ActivityType::NurtureResumed, Some(e.current_step_order), now, json!({ "reason": "rejected" }));
+            log(
+                &mut fx,
+                &e,
+                ActivityType::NurtureStepSkipped,
+                Some(a.step_order),
+                now,
+                json!({ "reason": "approval_rejected", "channel": "email" }),
+            );
+            log(
+                &mut fx,
+                &e,
+                ActivityType::NurtureResumed,
+                Some(e.current_step_order),
+                now,
+                json!({ "reason": "rejected" }),
+            );
             advance(&mut fx, e, &sequence, now);
         }
         tx.apply(&fx).await?;
@@ -855,7 +1181,12 @@ impl Engine {
 
     // -- tasks ----------------------------------------------------------------------------------
 
-    pub async fn list_tasks(&self, p: Principal, status: Option<TaskStatus>, page: &Page) -> Result<Listed<Task>> {
+    pub async fn list_tasks(
+        &self,
+        p: Principal,
+        status: Option<TaskStatus>,
+        page: &Page,
+    ) -> Result<Listed<Task>> {
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let out = tx.list_tasks(p.tenant_id, status, page).await?;
         tx.commit().await?;
@@ -866,21 +1197,50 @@ impl Engine {
     pub async fn complete_task(&self, p: Principal, id: TaskId) -> Result<Task> {
         let now = self.now();
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
-        let mut task = tx.get_task(p.tenant_id, id).await?.ok_or(Error::NotFound("task"))?;
+        let mut task = tx
+            .get_task(p.tenant_id, id)
+            .await?
+            .ok_or(Error::NotFound("task"))?;
         if task.status != TaskStatus::Open {
-            return Err(Error::conflict(format!("the task is already {}", task.status)));
+            return Err(Error::conflict(format!(
+                "the task is already {}",
+                task.status
+            )));
         }
         task.status = TaskStatus::Done;
         task.completed_at = Some(now);
-        let mut fx = Effects { task_updates: vec![task.clone()], ..Default::default() };
-        let e = tx.get_enrollment(p.tenant_id, task.enrollment_id).await?.ok_or(Error::NotFound("enrollment"))?;
-        log(&mut fx, &e, ActivityType::TaskCompleted, Some(task.step_order), now, json!({ "task_id": task.id }));
+        let mut fx = Effects {
+            task_updates: vec![task.clone()],
+            ..Default::default()
+        };
+        let e = tx
+            .get_enrollment(p.tenant_id, task.enrollment_id)
+            .await?
+            .ok_or(Error::NotFound("enrollment"))?;
+        log(
+            &mut fx,
+            &e,
+            ActivityType::TaskCompleted,
+            Some(task.step_order),
+            now,
+            json!({ "task_id": task.id }),
+        );
         if e.status == EnrollmentStatus::Paused
             && e.paused_reason == Some(PauseReason::AwaitingTask)
             && e.current_step_order == task.step_order
         {
-            let sequence = tx.get_sequence(p.tenant_id, e.sequence_id).await?.ok_or(Error::NotFound("sequence"))?;
-            log(&mut fx, &e, ActivityType::NurtureResumed, Some(e.current_step_order), now, json!({ "reason": "task_done" }));
+            let sequence = tx
+                .get_sequence(p.tenant_id, e.sequence_id)
+                .await?
+                .ok_or(Error::NotFound("sequence"))?;
+            log(
+                &mut fx,
+                &e,
+                ActivityType::NurtureResumed,
+                Some(e.current_step_order),
+                now,
+                json!({ "reason": "task_done" }),
+            );
             advance(&mut fx, e, &sequence, now);
         }
         tx.apply(&fx).await?;
@@ -891,14 +1251,24 @@ impl Engine {
 
     // -- reads ----------------------------------------------------------------------------------
 
-    pub async fn list_messages(&self, p: Principal, filter: &MessageFilter, page: &Page) -> Result<Listed<Message>> {
+    pub async fn list_messages(
+        &self,
+        p: Principal,
+        filter: &MessageFilter,
+        page: &Page,
+    ) -> Result<Listed<Message>> {
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let out = tx.list_messages(p.tenant_id, filter, page).await?;
         tx.commit().await?;
         Ok(out)
     }
 
-    pub async fn list_activities(&self, p: Principal, filter: &ActivityFilter, page: &Page) -> Result<Listed<Activity>> {
+    pub async fn list_activities(
+        &self,
+        p: Principal,
+        filter: &ActivityFilter,
+        page: &Page,
+    ) -> Result<Listed<Activity>> {
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let out = tx.list_activities(p.tenant_id, filter, page).await?;
         tx.commit().await?;

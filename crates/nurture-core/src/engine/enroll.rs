@@ -17,7 +17,7 @@ use crate::store::{Effects, Scope, Tx};
 /// writes, small enough that API writes wait at most a moment for the write lock.
 const SWEEP_PAGE: u32 = 5_000;
 
-/// A new enrollment at step 1 and its first activities.
+/// A new enrollment at step 1 and its `nurture_enrolled` activity.
 pub(crate) fn new_enrollment(
     fx: &mut Effects,
     lead: &Lead,
@@ -25,7 +25,11 @@ pub(crate) fn new_enrollment(
     source: EnrollmentSource,
     now: Timestamp,
 ) -> Enrollment {
-    let first_delay = sequence.steps.first().map(|s| s.delay_hours.span()).unwrap_or(SignedDuration::ZERO);
+    let first_delay = sequence
+        .steps
+        .first()
+        .map(|s| s.delay_hours.span())
+        .unwrap_or(SignedDuration::ZERO);
     let due = now + first_delay;
     let e = Enrollment {
         id: new_id(),
@@ -44,21 +48,14 @@ pub(crate) fn new_enrollment(
         updated_at: now,
         version: 0,
     };
+    // One activity says both that the lead was enrolled and when step 1 runs.
     log(
         fx,
         &e,
         ActivityType::NurtureEnrolled,
-        None,
-        now,
-        json!({ "source": source.as_str(), "sequence_name": sequence.name }),
-    );
-    log(
-        fx,
-        &e,
-        ActivityType::NurtureStepScheduled,
         Some(StepOrder::FIRST),
         now,
-        json!({ "next_step_on": due.to_string(), "delay_hours": first_delay.as_hours() }),
+        json!({ "source": source.as_str(), "sequence_name": sequence.name, "next_step_on": due.to_string() }),
     );
     fx.new_enrollments.push(e.clone());
     e
@@ -83,7 +80,9 @@ pub(crate) fn choose_sequence<'a>(
     }
     sequences.iter().find(|s| {
         s.status == SequenceStatus::Active
-            && s.entry_rules.as_ref().is_some_and(|r| r.matches(lead, settings, now))
+            && s.entry_rules
+                .as_ref()
+                .is_some_and(|r| r.matches(lead, settings, now))
             && !cooling(s.id)
     })
 }
@@ -112,21 +111,38 @@ impl Engine {
         let since = now - cooldown(settings);
         let mut cooling = HashSet::new();
         for s in &sequences {
-            if tx.ended_since(lead.tenant_id, lead.id, s.id, since).await?.is_some() {
+            if tx
+                .ended_since(lead.tenant_id, lead.id, s.id, since)
+                .await?
+                .is_some()
+            {
                 cooling.insert(s.id);
             }
         }
-        Ok(choose_sequence(lead, &sequences, settings, now, |id| cooling.contains(&id))
-            .map(|s| new_enrollment(fx, lead, s, EnrollmentSource::Auto, now)))
+        Ok(
+            choose_sequence(lead, &sequences, settings, now, |id| cooling.contains(&id))
+                .map(|s| new_enrollment(fx, lead, s, EnrollmentSource::Auto, now)),
+        )
     }
 
     /// Manual enrollment (API or console): the same safety checks as auto-enrollment, answered
     /// with 422 for the lead's or sequence's state and 409 naming the enrollment in the way.
-    pub async fn enroll(&self, p: Principal, lead_id: LeadId, sequence_id: SequenceId) -> Result<Enrollment> {
+    pub async fn enroll(
+        &self,
+        p: Principal,
+        lead_id: LeadId,
+        sequence_id: SequenceId,
+    ) -> Result<Enrollment> {
         let now = self.now();
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
-        let lead = tx.get_lead(p.tenant_id, lead_id).await?.ok_or(Error::NotFound("lead"))?;
-        let sequence = tx.get_sequence(p.tenant_id, sequence_id).await?.ok_or(Error::NotFound("sequence"))?;
+        let lead = tx
+            .get_lead(p.tenant_id, lead_id)
+            .await?
+            .ok_or(Error::NotFound("lead"))?;
+        let sequence = tx
+            .get_sequence(p.tenant_id, sequence_id)
+            .await?
+            .ok_or(Error::NotFound("sequence"))?;
         let settings = self.settings(tx.as_mut(), p.tenant_id).await?;
         if sequence.status != SequenceStatus::Active {
             return Err(Error::Unprocessable(format!(
@@ -135,28 +151,47 @@ impl Engine {
             )));
         }
         if let Some(reason) = lead.contact_forbidden() {
-            return Err(Error::Unprocessable(format!("lead {} may not be contacted: {reason}", lead.id)));
+            return Err(Error::Unprocessable(format!(
+                "lead {} may not be contacted: {reason}",
+                lead.id
+            )));
         }
         if lead.bounced {
-            return Err(Error::Unprocessable(format!("lead {}'s address hard-bounced", lead.id)));
+            return Err(Error::Unprocessable(format!(
+                "lead {}'s address hard-bounced",
+                lead.id
+            )));
         }
         if let Some(status) = steps_mandatory_status(&lead) {
-            return Err(Error::Unprocessable(format!("lead {} is {status}", lead.id)));
+            return Err(Error::Unprocessable(format!(
+                "lead {} is {status}",
+                lead.id
+            )));
         }
         if let Some(live) = tx.live_enrollment(p.tenant_id, lead.id).await? {
             return Err(Error::Conflict {
-                message: format!("lead {} is already enrolled (enrollment {}, {})", lead.id, live.id, live.status),
-                conflicting: Some(json!({ "enrollment_id": live.id, "sequence_id": live.sequence_id, "status": live.status.as_str() })),
+                message: format!(
+                    "lead {} is already enrolled (enrollment {}, {})",
+                    lead.id, live.id, live.status
+                ),
+                conflicting: Some(
+                    json!({ "enrollment_id": live.id, "sequence_id": live.sequence_id, "status": live.status.as_str() }),
+                ),
             });
         }
-        if let Some(ended) = tx.ended_since(p.tenant_id, lead.id, sequence.id, now - cooldown(&settings)).await? {
+        if let Some(ended) = tx
+            .ended_since(p.tenant_id, lead.id, sequence.id, now - cooldown(&settings))
+            .await?
+        {
             let until = ended.ended_at.unwrap_or(now) + cooldown(&settings);
             return Err(Error::Conflict {
                 message: format!(
                     "lead {} left this sequence (enrollment {}) within the {}-day re-enrollment cooldown; it may enroll again from {until}",
                     lead.id, ended.id, settings.reenrollment_cooldown_days
                 ),
-                conflicting: Some(json!({ "enrollment_id": ended.id, "cooldown_until": until.to_string() })),
+                conflicting: Some(
+                    json!({ "enrollment_id": ended.id, "cooldown_until": until.to_string() }),
+                ),
             });
         }
         let mut fx = Effects::default();
@@ -190,17 +225,27 @@ impl Engine {
         if sequences.is_empty() {
             return Ok(0);
         }
-        let default_statuses = [LeadStatus::New, LeadStatus::Contacted, LeadStatus::Qualified];
+        let default_statuses = [
+            LeadStatus::New,
+            LeadStatus::Contacted,
+            LeadStatus::Qualified,
+        ];
         let mut statuses: Vec<LeadStatus> = Vec::new();
         let mut bands: Option<Vec<String>> = Some(Vec::new());
         for s in &sequences {
-            let rules = s.entry_rules.as_ref().expect("auto-enroll sequences have entry rules");
+            let rules = s
+                .entry_rules
+                .as_ref()
+                .expect("auto-enroll sequences have entry rules");
             for st in rules.statuses.as_deref().unwrap_or(&default_statuses) {
                 if !statuses.contains(st) {
                     statuses.push(*st);
                 }
             }
-            let seq_bands = rules.score_bands.as_deref().unwrap_or(&settings.warm_score_bands);
+            let seq_bands = rules
+                .score_bands
+                .as_deref()
+                .unwrap_or(&settings.warm_score_bands);
             if let Some(b) = bands.as_mut() {
                 if seq_bands.is_empty() {
                     // An empty list is read as "any band": no band filter in SQL.
@@ -210,15 +255,20 @@ impl Engine {
                 }
             }
         }
-        let cooling: HashSet<(LeadId, SequenceId)> =
-            tx.ended_pairs_since(tenant, now - cooldown(&settings)).await?.into_iter().collect();
+        let cooling: HashSet<(LeadId, SequenceId)> = tx
+            .ended_pairs_since(tenant, now - cooldown(&settings))
+            .await?
+            .into_iter()
+            .collect();
         tx.commit().await?;
 
         let mut enrolled = 0u64;
         let mut after = None;
         loop {
             let mut tx = self.begin(Scope::Tenant(tenant)).await?;
-            let leads = tx.enrollable_leads(tenant, &statuses, bands.as_deref(), after, SWEEP_PAGE).await?;
+            let leads = tx
+                .enrollable_leads(tenant, &statuses, bands.as_deref(), after, SWEEP_PAGE)
+                .await?;
             let Some(last) = leads.last() else {
                 tx.commit().await?;
                 break;
@@ -226,7 +276,9 @@ impl Engine {
             after = Some(last.id);
             let mut fx = Effects::default();
             for lead in &leads {
-                if let Some(seq) = choose_sequence(lead, &sequences, &settings, now, |s| cooling.contains(&(lead.id, s))) {
+                if let Some(seq) = choose_sequence(lead, &sequences, &settings, now, |s| {
+                    cooling.contains(&(lead.id, s))
+                }) {
                     new_enrollment(&mut fx, lead, seq, EnrollmentSource::Auto, now);
                     enrolled += 1;
                 }

@@ -103,7 +103,11 @@ impl Engine {
     }
 
     async fn settings(&self, tx: &mut dyn Tx, tenant: TenantId) -> Result<TenantSettings> {
-        Ok(tx.get_tenant(tenant).await?.ok_or(Error::NotFound("tenant"))?.settings)
+        Ok(tx
+            .get_tenant(tenant)
+            .await?
+            .ok_or(Error::NotFound("tenant"))?
+            .settings)
     }
 
     // -- tenants and keys ---------------------------------------------------------------------
@@ -113,10 +117,18 @@ impl Engine {
     pub async fn create_tenant(&self, name: &str) -> Result<(Tenant, String)> {
         let name = name.trim();
         if name.is_empty() || name.len() > 255 {
-            return Err(Error::invalid("name", "a tenant name has 1 to 255 characters"));
+            return Err(Error::invalid(
+                "name",
+                "a tenant name has 1 to 255 characters",
+            ));
         }
         let now = self.now();
-        let tenant = Tenant { id: new_id(), name: name.to_string(), settings: TenantSettings::default(), created_at: now };
+        let tenant = Tenant {
+            id: new_id(),
+            name: name.to_string(),
+            settings: TenantSettings::default(),
+            created_at: now,
+        };
         let user = User {
             id: new_id(),
             tenant_id: tenant.id,
@@ -136,14 +148,19 @@ impl Engine {
 
     /// The principal an API key stands for, or `None` for a wrong or unknown key.
     pub async fn authenticate(&self, api_key: &str) -> Result<Option<Principal>> {
-        let Some(prefix) = keys::prefix_of(api_key) else { return Ok(None) };
+        let Some(prefix) = keys::prefix_of(api_key) else {
+            return Ok(None);
+        };
         // Before the key is found there is no tenant: the lookup by prefix is system work.
         let mut tx = self.begin(Scope::System).await?;
         let record = tx.find_api_key(prefix).await?;
         tx.commit().await?;
         Ok(record
             .filter(|r| keys::verify(&self.key_pepper, api_key, &r.hash))
-            .map(|r| Principal { tenant_id: r.tenant_id, user_id: r.user_id }))
+            .map(|r| Principal {
+                tenant_id: r.tenant_id,
+                user_id: r.user_id,
+            }))
     }
 
     pub async fn get_settings(&self, p: Principal) -> Result<TenantSettings> {
@@ -154,7 +171,11 @@ impl Engine {
     }
 
     /// Merge-patches the tenant's settings; errors name the setting.
-    pub async fn patch_settings(&self, p: Principal, patch: &serde_json::Value) -> Result<TenantSettings> {
+    pub async fn patch_settings(
+        &self,
+        p: Principal,
+        patch: &serde_json::Value,
+    ) -> Result<TenantSettings> {
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let current = self.settings(tx.as_mut(), p.tenant_id).await?;
         let next = current.patched(patch)?;
@@ -165,16 +186,26 @@ impl Engine {
     }
 
     /// Idempotency-Key support for the API: the saved response for a key, if any.
-    pub async fn saved_response(&self, p: Principal, key: &str) -> Result<Option<crate::store::SavedResponse>> {
+    pub async fn saved_response(
+        &self,
+        p: Principal,
+        key: &str,
+    ) -> Result<Option<crate::store::SavedResponse>> {
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
         let saved = tx.get_saved_response(p.tenant_id, key).await?;
         tx.commit().await?;
         Ok(saved)
     }
 
-    pub async fn save_response(&self, p: Principal, key: &str, saved: &crate::store::SavedResponse) -> Result<()> {
+    pub async fn save_response(
+        &self,
+        p: Principal,
+        key: &str,
+        saved: &crate::store::SavedResponse,
+    ) -> Result<()> {
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
-        tx.save_response(p.tenant_id, key, saved, self.now()).await?;
+        tx.save_response(p.tenant_id, key, saved, self.now())
+            .await?;
         tx.commit().await
     }
 }

@@ -28,7 +28,10 @@ pub struct SchedulerConfig {
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        SchedulerConfig { batch_size: 1000, max_idle: Duration::from_secs(60) }
+        SchedulerConfig {
+            batch_size: 1000,
+            max_idle: Duration::from_secs(60),
+        }
     }
 }
 
@@ -57,17 +60,28 @@ impl Engine {
     }
 
     /// Claims one batch, executes it and commits it. Returns how many steps ran.
-    async fn run_batch(&self, until: Timestamp, floor: Timestamp, report: &mut BatchReport) -> Result<usize> {
+    async fn run_batch(
+        &self,
+        until: Timestamp,
+        floor: Timestamp,
+        report: &mut BatchReport,
+    ) -> Result<usize> {
+        let t0 = std::time::Instant::now();
         let mut tx = self.begin(Scope::System).await?;
         let claimed = tx.claim_due(until, self.config.batch_size).await?;
+        let t_claim = t0.elapsed();
         if claimed.is_empty() {
             tx.commit().await?;
             return Ok(0);
         }
 
         // Load what the batch needs, set at a time.
-        let lead_ids: Vec<(TenantId, LeadId)> = claimed.iter().map(|e| (e.tenant_id, e.lead_id)).collect();
-        let mut seq_ids: Vec<(TenantId, SequenceId)> = claimed.iter().map(|e| (e.tenant_id, e.sequence_id)).collect();
+        let lead_ids: Vec<(TenantId, LeadId)> =
+            claimed.iter().map(|e| (e.tenant_id, e.lead_id)).collect();
+        let mut seq_ids: Vec<(TenantId, SequenceId)> = claimed
+            .iter()
+            .map(|e| (e.tenant_id, e.sequence_id))
+            .collect();
         seq_ids.sort();
         seq_ids.dedup();
         let mut tenant_ids: Vec<TenantId> = claimed.iter().map(|e| e.tenant_id).collect();
@@ -77,7 +91,11 @@ impl Engine {
         let sequences = tx.sequences_by_id(&seq_ids).await?;
         let mut settings: HashMap<TenantId, TenantSettings> = HashMap::new();
         for t in &tenant_ids {
-            let s = tx.get_tenant(*t).await?.ok_or(Error::NotFound("tenant"))?.settings;
+            let s = tx
+                .get_tenant(*t)
+                .await?
+                .ok_or(Error::NotFound("tenant"))?
+                .settings;
             settings.insert(*t, s);
         }
         let needs_templates = claimed.iter().any(|e| {
@@ -86,10 +104,23 @@ impl Engine {
                 .and_then(|s| s.step(e.current_step_order))
                 .is_some_and(|st| st.template_id.is_some())
         });
-        let templates = if needs_templates { tx.templates_of(&tenant_ids).await? } else { HashMap::new() };
-        let max_window = settings.values().map(|s| s.message_window_hours).max().unwrap_or(0);
-        let since = floor.min(claimed.iter().filter_map(|e| e.next_step_on).min().unwrap_or(floor))
-            - SignedDuration::from_hours(max_window as i64);
+        let templates = if needs_templates {
+            tx.templates_of(&tenant_ids).await?
+        } else {
+            HashMap::new()
+        };
+        let max_window = settings
+            .values()
+            .map(|s| s.message_window_hours)
+            .max()
+            .unwrap_or(0);
+        let since = floor.min(
+            claimed
+                .iter()
+                .filter_map(|e| e.next_step_on)
+                .min()
+                .unwrap_or(floor),
+        ) - SignedDuration::from_hours(max_window as i64);
         let emailing: Vec<(TenantId, LeadId)> = claimed
             .iter()
             .filter(|e| {
@@ -100,11 +131,22 @@ impl Engine {
             })
             .map(|e| (e.tenant_id, e.lead_id))
             .collect();
-        let sent = if emailing.is_empty() { HashMap::new() } else { tx.outbound_since(&emailing, since).await? };
-        let approval_ids: Vec<(TenantId, ApprovalId)> =
-            claimed.iter().filter_map(|e| e.approved_approval_id.map(|a| (e.tenant_id, a))).collect();
-        let approvals = if approval_ids.is_empty() { HashMap::new() } else { tx.approvals_by_id(&approval_ids).await? };
+        let sent = if emailing.is_empty() {
+            HashMap::new()
+        } else {
+            tx.outbound_since(&emailing, since).await?
+        };
+        let approval_ids: Vec<(TenantId, ApprovalId)> = claimed
+            .iter()
+            .filter_map(|e| e.approved_approval_id.map(|a| (e.tenant_id, a)))
+            .collect();
+        let approvals = if approval_ids.is_empty() {
+            HashMap::new()
+        } else {
+            tx.approvals_by_id(&approval_ids).await?
+        };
 
+        let t_load = t0.elapsed();
         let mut fx = Effects::default();
         let mut renderer = Renderer::default();
         let no_sends: Vec<Timestamp> = Vec::new();
@@ -112,10 +154,15 @@ impl Engine {
         for e in claimed {
             let due = e.next_step_on.unwrap_or(floor);
             let now = due.max(floor);
-            let (Some(lead), Some(sequence), Some(settings)) =
-                (leads.get(&e.lead_id), sequences.get(&e.sequence_id), settings.get(&e.tenant_id))
-            else {
-                return Err(Error::store(format!("enrollment {} refers to a missing lead or sequence", e.id)));
+            let (Some(lead), Some(sequence), Some(settings)) = (
+                leads.get(&e.lead_id),
+                sequences.get(&e.sequence_id),
+                settings.get(&e.tenant_id),
+            ) else {
+                return Err(Error::store(format!(
+                    "enrollment {} refers to a missing lead or sequence",
+                    e.id
+                )));
             };
             let template = sequence
                 .step(e.current_step_order)
@@ -129,7 +176,10 @@ impl Engine {
                 sent: sent.get(&e.lead_id).map(Vec::as_slice).unwrap_or(&no_sends),
                 approved: e.approved_approval_id.and_then(|id| approvals.get(&id)),
             };
-            let channel = sequence.step(e.current_step_order).map(|s| s.channel.as_str()).unwrap_or("none");
+            let channel = sequence
+                .step(e.current_step_order)
+                .map(|s| s.channel.as_str())
+                .unwrap_or("none");
             let before = fx.activities.len();
             execute_step(&mut fx, &mut renderer, e, &inputs, now);
             let outcome = fx.activities[before..]
@@ -148,11 +198,26 @@ impl Engine {
                 })
                 .map(|t| t.as_str())
                 .unwrap_or("none");
-            *report.outcomes.entry(format!("{channel}:{outcome}")).or_default() += 1;
+            *report
+                .outcomes
+                .entry(format!("{channel}:{outcome}"))
+                .or_default() += 1;
             report.lags.push((now - due).as_secs_f64());
         }
+        let t_plan = t0.elapsed();
         tx.apply(&fx).await?;
+        let t_apply = t0.elapsed();
         tx.commit().await?;
+        if std::env::var("NURTURE_PROFILE").is_ok() {
+            eprintln!(
+                "claim {:?} load {:?} plan {:?} apply {:?} commit {:?}",
+                t_claim,
+                t_load - t_claim,
+                t_plan - t_load,
+                t_apply - t_plan,
+                t0.elapsed() - t_apply
+            );
+        }
         report.steps += n as u64;
         report.batches += 1;
         Ok(n)
@@ -170,7 +235,10 @@ impl Engine {
         let target = crate::clock::truncate_to_micros(target);
         let start = self.now();
         if target < start {
-            return Err(Error::invalid("to", format!("the clock cannot go back: it is {start}")));
+            return Err(Error::invalid(
+                "to",
+                format!("the clock cannot go back: it is {start}"),
+            ));
         }
         loop {
             let next_sweep = *self.next_sweep.lock().await;
@@ -229,7 +297,11 @@ impl Engine {
             }
         }
         if report.steps > 0 {
-            tracing::debug!(steps = report.steps, batches = report.batches, "ran due steps");
+            tracing::debug!(
+                steps = report.steps,
+                batches = report.batches,
+                "ran due steps"
+            );
         }
         crate::telemetry::record_batch(&report);
         let now = self.now();

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use serde_json::json;
 
 use crate::domain::*;
-use crate::render::{Renderer, Rendered};
+use crate::render::{Rendered, Renderer};
 use crate::settings::TenantSettings;
 use crate::store::{Effects, EnrollmentUpdate};
 use crate::window::{FrequencyCap, earliest_send};
@@ -51,7 +51,10 @@ pub fn save(fx: &mut Effects, mut e: Enrollment, now: Timestamp) {
     let expected_version = e.version;
     e.version += 1;
     e.updated_at = now;
-    fx.enrollment_updates.push(EnrollmentUpdate { enrollment: e, expected_version });
+    fx.enrollment_updates.push(EnrollmentUpdate {
+        enrollment: e,
+        expected_version,
+    });
 }
 
 /// Ends an enrollment early: `exit_reason`, `nurture_exited`, and its pending approvals and open
@@ -83,7 +86,14 @@ pub fn exit(
         t.completed_at = Some(now);
         fx.task_updates.push(t);
     }
-    log(fx, &e, ActivityType::NurtureExited, Some(step), now, json!({ "reason": reason }));
+    log(
+        fx,
+        &e,
+        ActivityType::NurtureExited,
+        Some(step),
+        now,
+        json!({ "reason": reason }),
+    );
     save(fx, e.clone(), now);
     e
 }
@@ -108,7 +118,12 @@ pub fn mandatory_exit(lead: &Lead) -> Option<&'static str> {
 }
 
 /// Step 6: move the pointer on, or complete after the last step. Writes the enrollment.
-pub fn advance(fx: &mut Effects, mut e: Enrollment, sequence: &Sequence, now: Timestamp) -> Enrollment {
+pub fn advance(
+    fx: &mut Effects,
+    mut e: Enrollment,
+    sequence: &Sequence,
+    now: Timestamp,
+) -> Enrollment {
     e.paused_reason = None;
     e.approved_approval_id = None;
     let next = e.current_step_order.next();
@@ -151,7 +166,8 @@ pub fn execute_step(
     let StepInputs { sequence, lead, .. } = *inputs;
 
     // 1. Re-check the lead: mandatory exits, then the sequence's exit rules.
-    let reason = mandatory_exit(lead).or_else(|| sequence.exit_rules.check(lead, e.enrolled_on, now));
+    let reason =
+        mandatory_exit(lead).or_else(|| sequence.exit_rules.check(lead, e.enrolled_on, now));
     if let Some(reason) = reason {
         exit(fx, e, reason, now, Vec::new(), Vec::new());
         return;
@@ -241,7 +257,14 @@ fn email_step(
     inputs: &StepInputs<'_>,
     now: Timestamp,
 ) {
-    let StepInputs { settings, sequence, lead, template, sent, approved } = *inputs;
+    let StepInputs {
+        settings,
+        sequence,
+        lead,
+        template,
+        sent,
+        approved,
+    } = *inputs;
 
     // 3a. The cap and the sending window come first: nothing is rendered or reviewed for a
     // message that may not go out yet.
@@ -454,7 +477,14 @@ fn task_step(
         now,
         json!({ "channel": step.channel.as_str(), "task_id": task.id }),
     );
-    log(fx, &e, ActivityType::TaskCreated, Some(step.step_order), now, json!({ "task_id": task.id, "assignee_id": task.assignee_id }));
+    log(
+        fx,
+        &e,
+        ActivityType::TaskCreated,
+        Some(step.step_order),
+        now,
+        json!({ "task_id": task.id, "assignee_id": task.assignee_id }),
+    );
     fx.new_tasks.push(task);
     pause(fx, &mut e, PauseReason::AwaitingTask, now);
     save(fx, e, now);

@@ -1,10 +1,10 @@
 //! Operations (SPEC section 5): liveness, readiness, Prometheus metrics and the OpenAPI
 //! document. None needs an API key: load balancers and scrapers call them.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -37,13 +37,19 @@ async fn healthz() -> Json<Health> {
 /// The database is reachable (`Store::ping`); 503 otherwise, so a load balancer stops sending
 /// traffic here.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "Ready", body = Health)))]
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "The database is not reachable", body = crate::error::Problem,
+            content_type = "application/problem+json"),
+    ))]
 async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
     match state.engine.store().ping().await {
         Ok(()) => Ok(Json(Health { status: "ready" })),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            Err(ApiError::Unavailable("the database is not reachable".into()))
+            Err(ApiError::Unavailable(
+                "the database is not reachable".into(),
+            ))
         }
     }
 }
@@ -70,8 +76,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
 async fn openapi_json(State(state): State<AppState>) -> Response {
     let body = state.openapi.get().cloned().unwrap_or_default();
     let mut response = body.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }

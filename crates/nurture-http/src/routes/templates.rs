@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::{ApiJson, ApiQuery, List, TextPath, Tenant, page};
+use crate::extract::{ApiJson, ApiQuery, List, Tenant, TextPath, page};
 use crate::state::AppState;
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -135,7 +135,10 @@ async fn list_templates(
     Tenant(p): Tenant,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<List<TemplateView>>> {
-    let listed = state.engine.list_templates(p, &page(q.limit, q.cursor)?).await?;
+    let listed = state
+        .engine
+        .list_templates(p, &page(q.limit, q.cursor)?)
+        .await?;
     Ok(Json(List::of(listed, TemplateView::from)))
 }
 
@@ -170,7 +173,10 @@ async fn put_template(
     if let Some(given) = &body.id
         && given != id.as_str()
     {
-        return Err(ApiError::invalid("id", "the body's id differs from the path's"));
+        return Err(ApiError::invalid(
+            "id",
+            "the body's id differs from the path's",
+        ));
     }
     let input = TemplateInput {
         id,
@@ -181,6 +187,10 @@ async fn put_template(
         pre_approved: body.pre_approved,
     };
     let (template, created) = state.engine.put_template(p, input, false).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(template.into())))
 }

@@ -1,0 +1,140 @@
+//! `Idempotency-Key` on POST (SPEC section 5, issue #3).
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{Resp, TestApp, spawn_app};
+
+async fn post_with_key(app: &TestApp, path: &str, key: &str, body: Value) -> Resp {
+    app.send(
+        app.req(Method::POST, path)
+            .header("idempotency-key", key)
+            .json(&body),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_same_request_replays_the_saved_answer_exactly() {
+    let app = spawn_app().await;
+    let body = json!({"email": "ada@example.com", "first_name": "Ada"});
+    let first = post_with_key(&app, "/v1/leads", "key-1", body.clone()).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let again = post_with_key(&app, "/v1/leads", "key-1", body).await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.text, first.text);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.header("content-type"), Some("application/json"));
+}
+
+#[tokio::test]
+async fn an_error_answer_is_replayed_too() {
+    let app = spawn_app().await;
+    app.create_template("a").await;
+    let body = json!({"id": "a", "name": "a", "subject": "s", "body": "b"});
+    let first = post_with_key(&app, "/v1/templates", "dup", body.clone()).await;
+    first.problem(409);
+    let again = post_with_key(&app, "/v1/templates", "dup", body).await;
+    assert_eq!(again.status, 409);
+    assert_eq!(again.text, first.text);
+    assert_eq!(
+        again.header("content-type"),
+        Some("application/problem+json")
+    );
+}
+
+#[tokio::test]
+async fn the_same_key_with_a_different_body_is_422() {
+    let app = spawn_app().await;
+    post_with_key(
+        &app,
+        "/v1/leads",
+        "key-1",
+        json!({"email": "ada@example.com"}),
+    )
+    .await
+    .ok(201);
+    let r = post_with_key(
+        &app,
+        "/v1/leads",
+        "key-1",
+        json!({"email": "bob@example.com"}),
+    )
+    .await;
+    r.problem(422);
+    assert_eq!(r.error_paths(), ["Idempotency-Key"]);
+    // On another path it is a different request too.
+    post_with_key(
+        &app,
+        "/v1/templates",
+        "key-1",
+        json!({"email": "ada@example.com"}),
+    )
+    .await
+    .problem(422);
+}
+
+#[tokio::test]
+async fn different_keys_are_independent() {
+    let app = spawn_app().await;
+    let body = json!({"email": "ada@example.com"});
+    let a = post_with_key(&app, "/v1/leads", "key-a", body.clone()).await;
+    let b = post_with_key(&app, "/v1/leads", "key-b", body).await;
+    assert_eq!((a.status, b.status), (201, 201));
+    assert_ne!(a.json["id"], b.json["id"]);
+    assert_eq!(b.header("idempotent-replayed"), None);
+}
+
+#[tokio::test]
+async fn keys_belong_to_their_tenant() {
+    let app = spawn_app().await;
+    let other = app.other_tenant().await;
+    let body = json!({"email": "ada@example.com"});
+    let mine = post_with_key(&app, "/v1/leads", "shared", body.clone()).await;
+    let theirs = post_with_key(&other, "/v1/leads", "shared", body).await;
+    assert_eq!((mine.status, theirs.status), (201, 201));
+    assert_ne!(mine.json["id"], theirs.json["id"]);
+    assert_eq!(theirs.header("idempotent-replayed"), None);
+}
+
+#[tokio::test]
+async fn concurrent_retries_run_once() {
+    let app = spawn_app().await;
+    let body = json!({"email": "ada@example.com"});
+    let (a, b) = tokio::join!(
+        post_with_key(&app, "/v1/leads", "race", body.clone()),
+        post_with_key(&app, "/v1/leads", "race", body.clone())
+    );
+    assert_eq!((a.status, b.status), (201, 201));
+    assert_eq!(a.json["id"], b.json["id"]);
+    let replayed = [
+        a.header("idempotent-replayed"),
+        b.header("idempotent-replayed"),
+    ];
+    assert_eq!(replayed.iter().filter(|h| **h == Some("true")).count(), 1);
+}
+
+#[tokio::test]
+async fn a_bad_key_is_422() {
+    let app = spawn_app().await;
+    let long = "k".repeat(256);
+    post_with_key(
+        &app,
+        "/v1/leads",
+        &long,
+        json!({"email": "ada@example.com"}),
+    )
+    .await
+    .problem(422);
+}
+
+#[tokio::test]
+async fn posts_without_a_key_are_not_deduplicated() {
+    let app = spawn_app().await;
+    let body = json!({"email": "ada@example.com"});
+    let a = app.post("/v1/leads", body.clone()).await;
+    let b = app.post("/v1/leads", body).await;
+    assert_eq!((a.status, b.status), (201, 201));
+    assert_ne!(a.json["id"], b.json["id"]);
+}
