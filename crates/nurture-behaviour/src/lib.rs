@@ -32,7 +32,7 @@ pub struct Harness {
 /// Where a harness's database lives; dropping it removes the database.
 enum Backing {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres(#[allow(dead_code)] nurture_postgres::testing::TestDatabase),
+    Postgres(#[allow(dead_code)] Box<nurture_postgres::testing::TestDatabase>),
 }
 
 /// Writes a test once and runs it on every backend, each on its own fresh database:
@@ -61,15 +61,24 @@ impl Harness {
     pub async fn sqlite() -> Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}/nurture.db", dir.path().display());
-        let store: Arc<dyn Store> = Arc::new(nurture_sqlite::SqliteStore::connect(&url).await.expect("open sqlite"));
+        let store: Arc<dyn Store> = Arc::new(
+            nurture_sqlite::SqliteStore::connect(&url)
+                .await
+                .expect("open sqlite"),
+        );
         Self::on(store, Backing::Sqlite(dir)).await
     }
 
     pub async fn postgres() -> Harness {
-        let db = nurture_postgres::testing::TestDatabase::create().await.expect("create a PostgreSQL test database");
-        let store: Arc<dyn Store> =
-            Arc::new(nurture_postgres::PgStore::connect_with(db.options()).await.expect("connect to PostgreSQL"));
-        Self::on(store, Backing::Postgres(db)).await
+        let db = nurture_postgres::testing::TestDatabase::create()
+            .await
+            .expect("create a PostgreSQL test database");
+        let store: Arc<dyn Store> = Arc::new(
+            nurture_postgres::PgStore::connect_with(db.options())
+                .await
+                .expect("connect to PostgreSQL"),
+        );
+        Self::on(store, Backing::Postgres(Box::new(db))).await
     }
 
     /// A fresh harness on the same backend as `other`, for tests that compare two histories:
@@ -86,9 +95,19 @@ impl Harness {
         let clock = Arc::new(ManualClock::new(START.parse().unwrap()));
         let engine = Arc::new(Engine::with_manual_clock(store.clone(), clock.clone()));
         let (tenant, _key) = engine.create_tenant("behaviour").await.expect("tenant");
-        let p = engine.authenticate(&_key).await.unwrap().expect("key authenticates");
+        let p = engine
+            .authenticate(&_key)
+            .await
+            .unwrap()
+            .expect("key authenticates");
         assert_eq!(p.tenant_id, tenant.id);
-        Harness { engine, clock, p, store, _backing: backing }
+        Harness {
+            engine,
+            clock,
+            p,
+            store,
+            _backing: backing,
+        }
     }
 
     /// A second tenant on the same engine.
@@ -115,10 +134,19 @@ impl Harness {
     }
 
     pub async fn settings(&self, patch: serde_json::Value) {
-        self.engine.patch_settings(self.p, &patch).await.expect("settings");
+        self.engine
+            .patch_settings(self.p, &patch)
+            .await
+            .expect("settings");
     }
 
-    pub async fn template(&self, id: &str, subject: &str, body: &str, pre_approved: bool) -> Template {
+    pub async fn template(
+        &self,
+        id: &str,
+        subject: &str,
+        body: &str,
+        pre_approved: bool,
+    ) -> Template {
         let input = TemplateInput {
             id: TemplateId::parse(id).unwrap(),
             name: id.into(),
@@ -127,7 +155,11 @@ impl Harness {
             html_body: None,
             pre_approved,
         };
-        self.engine.put_template(self.p, input, false).await.expect("template").0
+        self.engine
+            .put_template(self.p, input, false)
+            .await
+            .expect("template")
+            .0
     }
 
     /// A draft sequence (not activated).
@@ -142,13 +174,17 @@ impl Harness {
         let input = SequenceInput {
             name: name.into(),
             priority,
-            entry_rules: entry_rules.map(|r| EntryRules::parse(&r, "entry_rules").expect("entry rules")),
+            entry_rules: entry_rules
+                .map(|r| EntryRules::parse(&r, "entry_rules").expect("entry rules")),
             exit_rules: exit_rules
                 .map(|r| ExitRules::parse(&r, "exit_rules").expect("exit rules"))
                 .unwrap_or_default(),
             steps,
         };
-        self.engine.create_sequence(self.p, input).await.expect("sequence")
+        self.engine
+            .create_sequence(self.p, input)
+            .await
+            .expect("sequence")
     }
 
     /// An active sequence.
@@ -160,14 +196,18 @@ impl Harness {
         exit_rules: Option<serde_json::Value>,
     ) -> Sequence {
         let s = self.draft(name, steps, entry_rules, exit_rules, 0).await;
-        self.engine.activate_sequence(self.p, s.id).await.expect("activate")
+        self.engine
+            .activate_sequence(self.p, s.id)
+            .await
+            .expect("activate")
     }
 
     /// A warm, qualified lead named Ada; `change` adjusts it before it is written.
     pub async fn lead_with(&self, change: impl FnOnce(&mut LeadInput)) -> LeadWrite {
         let mut input = LeadInput {
             id: None,
-            email: EmailAddress::parse(&format!("{}@example.com", uuid::Uuid::now_v7().simple())).unwrap(),
+            email: EmailAddress::parse(&format!("{}@example.com", uuid::Uuid::now_v7().simple()))
+                .unwrap(),
             first_name: Some("Ada".into()),
             last_name: Some("Lovelace".into()),
             company: Some("Analytical Engines".into()),
@@ -190,28 +230,52 @@ impl Harness {
     }
 
     pub async fn event(&self, lead: LeadId, event: LeadEvent) -> LeadWrite {
-        self.engine.lead_event(self.p, lead, event, None).await.expect("event")
+        self.engine
+            .lead_event(self.p, lead, event, None)
+            .await
+            .expect("event")
     }
 
     pub async fn patch(&self, lead: LeadId, patch: LeadPatch) -> LeadWrite {
-        self.engine.patch_lead(self.p, lead, patch).await.expect("patch")
+        self.engine
+            .patch_lead(self.p, lead, patch)
+            .await
+            .expect("patch")
     }
 
     pub async fn enrollments(&self, lead: LeadId) -> Vec<Enrollment> {
-        let f = EnrollmentFilter { lead_id: Some(lead), ..Default::default() };
-        self.engine.list_enrollments(self.p, &f, &Page::first(1000)).await.unwrap().items
+        let f = EnrollmentFilter {
+            lead_id: Some(lead),
+            ..Default::default()
+        };
+        self.engine
+            .list_enrollments(self.p, &f, &Page::first(1000))
+            .await
+            .unwrap()
+            .items
     }
 
     /// The lead's one enrollment (fails the test if it has another number).
     pub async fn only_enrollment(&self, lead: LeadId) -> Enrollment {
         let mut all = self.enrollments(lead).await;
-        assert_eq!(all.len(), 1, "expected exactly one enrollment, got {all:#?}");
+        assert_eq!(
+            all.len(),
+            1,
+            "expected exactly one enrollment, got {all:#?}"
+        );
         all.pop().unwrap()
     }
 
     pub async fn activities(&self, lead: LeadId) -> Vec<Activity> {
-        let f = ActivityFilter { lead_id: Some(lead), ..Default::default() };
-        self.engine.list_activities(self.p, &f, &Page::first(1000)).await.unwrap().items
+        let f = ActivityFilter {
+            lead_id: Some(lead),
+            ..Default::default()
+        };
+        self.engine
+            .list_activities(self.p, &f, &Page::first(1000))
+            .await
+            .unwrap()
+            .items
     }
 
     /// The lead's activity types in order, without `lead_event`.
@@ -225,8 +289,16 @@ impl Harness {
     }
 
     pub async fn messages(&self, lead: LeadId) -> Vec<Message> {
-        let f = MessageFilter { lead_id: Some(lead), ..Default::default() };
-        let mut m = self.engine.list_messages(self.p, &f, &Page::first(1000)).await.unwrap().items;
+        let f = MessageFilter {
+            lead_id: Some(lead),
+            ..Default::default()
+        };
+        let mut m = self
+            .engine
+            .list_messages(self.p, &f, &Page::first(1000))
+            .await
+            .unwrap()
+            .items;
         m.sort_by_key(|m| m.created_at);
         m
     }
@@ -234,15 +306,27 @@ impl Harness {
     /// Hours after START at which the lead's messages were queued.
     pub async fn message_hours(&self, lead: LeadId) -> Vec<i64> {
         let start: Timestamp = START.parse().unwrap();
-        self.messages(lead).await.iter().map(|m| (m.created_at - start).as_hours()).collect()
+        self.messages(lead)
+            .await
+            .iter()
+            .map(|m| (m.created_at - start).as_hours())
+            .collect()
     }
 
     pub async fn pending_approvals(&self) -> Vec<Approval> {
-        self.engine.list_approvals(self.p, Some(ApprovalStatus::Pending), &Page::first(1000)).await.unwrap().items
+        self.engine
+            .list_approvals(self.p, Some(ApprovalStatus::Pending), &Page::first(1000))
+            .await
+            .unwrap()
+            .items
     }
 
     pub async fn open_tasks(&self) -> Vec<Task> {
-        self.engine.list_tasks(self.p, Some(TaskStatus::Open), &Page::first(1000)).await.unwrap().items
+        self.engine
+            .list_tasks(self.p, Some(TaskStatus::Open), &Page::first(1000))
+            .await
+            .unwrap()
+            .items
     }
 }
 
@@ -260,7 +344,10 @@ pub fn email(order: i64, delay_hours: i64, template: &str) -> Step {
 
 /// An email step that needs a reviewer.
 pub fn reviewed_email(order: i64, delay_hours: i64, template: &str) -> Step {
-    Step { requires_human_approval: true, ..email(order, delay_hours, template) }
+    Step {
+        requires_human_approval: true,
+        ..email(order, delay_hours, template)
+    }
 }
 
 pub fn step(order: i64, delay_hours: i64, channel: Channel) -> Step {

@@ -140,6 +140,21 @@ pub trait Store: Send + Sync + 'static {
     async fn begin(&self, scope: Scope) -> Result<Box<dyn Tx>>;
     /// Is the database reachable? (`/readyz`)
     async fn ping(&self) -> Result<()>;
+
+    /// Tells every process on this database that work may have come due sooner than it
+    /// planned (PostgreSQL: `NOTIFY`). A hint only: schedulers also wake on a timer. The
+    /// embedded backend has one process, whose in-process wake-up is enough.
+    async fn announce_due(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Starts a background listener that wakes `wake` whenever another process announces due
+    /// work, until the store is dropped (PostgreSQL: `LISTEN`, reconnecting with backoff), and
+    /// returns once it listens. Does nothing by default.
+    async fn listen_due(&self, wake: std::sync::Arc<tokio::sync::Notify>) -> Result<()> {
+        let _ = wake;
+        Ok(())
+    }
 }
 
 /// One database transaction. Dropping it without `commit` rolls back.

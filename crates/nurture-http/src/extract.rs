@@ -56,8 +56,33 @@ fn has_json_content_type(headers: &HeaderMap) -> bool {
 
 /// Parses JSON text: a syntax error is the client's malformed request (400), not a 422.
 fn parse_json(bytes: &[u8]) -> ApiResult<serde_json::Value> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
+    let mut value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    integral_floats_to_integers(&mut value);
+    Ok(value)
+}
+
+/// JSON has one number type: `3.0` is the integer 3 (JSON Schema says so too), but serde
+/// refuses a float where it wants an integer. Whole floats in the integer range are turned
+/// into integers once, here, so that every integer field accepts them.
+fn integral_floats_to_integers(value: &mut serde_json::Value) {
+    const MAX_EXACT_FLOAT_INTEGER: f64 = 9_007_199_254_740_992.0;
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            // Only where a float holds integers exactly (|f| <= 2^53): beyond that, `3e20` or an
+            // integer literal that overflowed i64 must stay a float and be refused.
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() <= MAX_EXACT_FLOAT_INTEGER
+            {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
 }
 
 /// Renders a serde path the way SPEC section 3 writes them: `steps[1].delay_hours`.

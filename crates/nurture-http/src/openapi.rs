@@ -51,6 +51,9 @@ pub(crate) fn base() -> OpenApi {
             BEARER.into(),
             RefOr::T(SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer))),
         );
+        for (name, schema) in crate::schema::components() {
+            components.schemas.insert(name.into(), RefOr::T(schema));
+        }
     }
     doc
 }

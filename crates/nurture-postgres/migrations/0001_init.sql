@@ -22,11 +22,14 @@
 -- connecting user, who owns the tables.
 
 -- The application role: no login of its own, reached by SET ROLE from the connecting user.
--- Roles are cluster-wide, so another database may have created it already; two migrations
--- racing on a fresh cluster meet on pg_authid's unique index instead of duplicate_object.
+-- Roles are cluster-wide, so another database may have created it already (or an
+-- administrator did, for an owner without CREATEROLE); two migrations racing on a fresh
+-- cluster meet on pg_authid's unique index rather than as duplicate_object.
 DO $$
 BEGIN
-    CREATE ROLE nurture_app NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'nurture_app') THEN
+        CREATE ROLE nurture_app NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+    END IF;
 EXCEPTION WHEN duplicate_object OR unique_violation THEN
     NULL;
 END

@@ -80,20 +80,33 @@ pub struct PgStore {
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgStore").field("target", &self.target).finish_non_exhaustive()
+        f.debug_struct("PgStore")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
     }
 }
 
 /// The URL with any password replaced by `***`, for messages and logs.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_string() };
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
     let rest = &url[scheme_end + 3..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else { return url.to_string() };
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
     let userinfo = &authority[..at];
-    let Some(colon) = userinfo.find(':') else { return url.to_string() };
-    format!("{}{}:***{}", &url[..scheme_end + 3], &userinfo[..colon], &rest[at..])
+    let Some(colon) = userinfo.find(':') else {
+        return url.to_string();
+    };
+    format!(
+        "{}{}:***{}",
+        &url[..scheme_end + 3],
+        &userinfo[..colon],
+        &rest[at..]
+    )
 }
 
 /// Where the options point, without the password.
@@ -113,7 +126,9 @@ fn db(e: sqlx::Error) -> Error {
             Some(ONE_LIVE_PER_LEAD) => {
                 return Error::conflict("the lead already has an active or paused enrollment");
             }
-            Some(STEPS_NO_GAPS) => return Error::invalid("steps", "step orders must run 1..N without gaps"),
+            Some(STEPS_NO_GAPS) => {
+                return Error::invalid("steps", "step orders must run 1..N without gaps");
+            }
             _ => {}
         }
         match d.code().as_deref() {
@@ -125,7 +140,9 @@ fn db(e: sqlx::Error) -> Error {
             // PostgreSQL text and jsonb cannot hold U+0000 (SQLite can): the input is refused
             // rather than failing as a storage error.
             Some("22021") | Some("22P05") => {
-                return Error::Unprocessable("text may not contain the NUL character (\\u0000)".into());
+                return Error::Unprocessable(
+                    "text may not contain the NUL character (\\u0000)".into(),
+                );
             }
             _ => {}
         }
@@ -138,7 +155,10 @@ impl PgStore {
     /// (password redacted), if it cannot be reached, rather than at the first query.
     pub async fn connect(url: &str) -> Result<PgStore> {
         let options = PgConnectOptions::from_str(url).map_err(|e| {
-            Error::invalid("database", format!("{} is not a PostgreSQL URL: {e}", redact_url(url)))
+            Error::invalid(
+                "database",
+                format!("{} is not a PostgreSQL URL: {e}", redact_url(url)),
+            )
         })?;
         Self::connect_with(options).await
     }
@@ -168,7 +188,11 @@ impl PgStore {
                 })
             })
             .connect_lazy_with(options.clone());
-        Ok(PgStore { pool, options, target })
+        Ok(PgStore {
+            pool,
+            options,
+            target,
+        })
     }
 
     /// The application's pool (every connection runs as [`APP_ROLE`]).
@@ -185,7 +209,12 @@ impl PgStore {
     async fn owner_connection(&self) -> Result<PgConnection> {
         PgConnection::connect_with(&self.options)
             .await
-            .map_err(|e| Error::store(format!("cannot connect to PostgreSQL at {}: {e}", self.target)))
+            .map_err(|e| {
+                Error::store(format!(
+                    "cannot connect to PostgreSQL at {}: {e}",
+                    self.target
+                ))
+            })
     }
 }
 
@@ -210,7 +239,8 @@ impl Store for PgStore {
             .fetch_one(&mut conn)
             .await
             .map_err(db)?;
-        let (superuser, bypass): (bool, bool) = (get(&row, "rolsuper")?, get(&row, "rolbypassrls")?);
+        let (superuser, bypass): (bool, bool) =
+            (get(&row, "rolsuper")?, get(&row, "rolbypassrls")?);
         let _ = conn.close().await;
         if superuser || bypass {
             return Err(Error::store(format!(
@@ -238,7 +268,10 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 }
@@ -293,7 +326,10 @@ fn bad_cursor() -> Error {
 
 /// An id-ordered list's key.
 fn id_after(page: &Page) -> Result<Option<Uuid>> {
-    page.after.as_deref().map(|a| Uuid::parse_str(a).map_err(|_| bad_cursor())).transpose()
+    page.after
+        .as_deref()
+        .map(|a| Uuid::parse_str(a).map_err(|_| bad_cursor()))
+        .transpose()
 }
 
 fn id(u: Uuid) -> String {
@@ -339,12 +375,14 @@ impl PgTx {
     /// Replaces the sequence's steps: one delete, one multi-row insert. The no-gaps trigger
     /// checks the result at commit.
     async fn write_steps(&mut self, s: &Sequence) -> Result<()> {
-        sqlx::query("DELETE FROM lead_nurture_sequence_steps WHERE tenant_id = $1 AND sequence_id = $2")
-            .bind(s.tenant_id)
-            .bind(s.id)
-            .execute(self.conn())
-            .await
-            .map_err(db)?;
+        sqlx::query(
+            "DELETE FROM lead_nurture_sequence_steps WHERE tenant_id = $1 AND sequence_id = $2",
+        )
+        .bind(s.tenant_id)
+        .bind(s.id)
+        .execute(self.conn())
+        .await
+        .map_err(db)?;
         if s.steps.is_empty() {
             return Ok(());
         }
@@ -648,10 +686,12 @@ impl PgTx {
             .execute(self.conn())
             .await;
         match result {
-            Err(sqlx::Error::Database(d)) if insert && d.is_unique_violation() => Err(Error::Conflict {
-                message: format!("a lead with id {} exists", lead.id),
-                conflicting: Some(serde_json::json!({ "lead_id": lead.id })),
-            }),
+            Err(sqlx::Error::Database(d)) if insert && d.is_unique_violation() => {
+                Err(Error::Conflict {
+                    message: format!("a lead with id {} exists", lead.id),
+                    conflicting: Some(serde_json::json!({ "lead_id": lead.id })),
+                })
+            }
             other => other.map(|_| ()).map_err(db),
         }
     }
@@ -685,7 +725,11 @@ impl Tx for PgTx {
         row.as_ref().map(tenant).transpose()
     }
 
-    async fn update_tenant_settings(&mut self, tenant_id: TenantId, settings: &TenantSettings) -> Result<()> {
+    async fn update_tenant_settings(
+        &mut self,
+        tenant_id: TenantId,
+        settings: &TenantSettings,
+    ) -> Result<()> {
         sqlx::query("UPDATE tenants SET settings = $1 WHERE id = $2")
             .bind(serde_json::to_value(settings).map_err(Error::store)?)
             .bind(tenant_id)
@@ -736,7 +780,11 @@ impl Tx for PgTx {
         row.as_ref().map(api_key).transpose()
     }
 
-    async fn get_saved_response(&mut self, tenant: TenantId, key: &str) -> Result<Option<SavedResponse>> {
+    async fn get_saved_response(
+        &mut self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<SavedResponse>> {
         let row = sqlx::query("SELECT request_hash, status, body FROM idempotency_keys WHERE tenant_id = $1 AND key = $2")
             .bind(tenant)
             .bind(key)
@@ -745,12 +793,22 @@ impl Tx for PgTx {
             .map_err(db)?;
         row.map(|r| {
             let status: i32 = get(&r, "status")?;
-            Ok(SavedResponse { request_hash: get(&r, "request_hash")?, status: status as u16, body: get(&r, "body")? })
+            Ok(SavedResponse {
+                request_hash: get(&r, "request_hash")?,
+                status: status as u16,
+                body: get(&r, "body")?,
+            })
         })
         .transpose()
     }
 
-    async fn save_response(&mut self, tenant: TenantId, key: &str, saved: &SavedResponse, now: Timestamp) -> Result<()> {
+    async fn save_response(
+        &mut self,
+        tenant: TenantId,
+        key: &str,
+        saved: &SavedResponse,
+        now: Timestamp,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, body, created_at)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, key) DO NOTHING",
@@ -790,7 +848,11 @@ impl Tx for PgTx {
         Ok(())
     }
 
-    async fn get_template(&mut self, tenant: TenantId, tid: &TemplateId) -> Result<Option<Template>> {
+    async fn get_template(
+        &mut self,
+        tenant: TenantId,
+        tid: &TemplateId,
+    ) -> Result<Option<Template>> {
         let row = sqlx::query("SELECT * FROM templates WHERE tenant_id = $1 AND id = $2")
             .bind(tenant)
             .bind(tid.as_str())
@@ -802,18 +864,23 @@ impl Tx for PgTx {
 
     async fn list_templates(&mut self, tenant: TenantId, page: &Page) -> Result<Listed<Template>> {
         // Template ids are COLLATE "C": byte order, as SQLite compares them.
-        let rows = sqlx::query("SELECT * FROM templates WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3")
-            .bind(tenant)
-            .bind(page.after.clone().unwrap_or_default())
-            .bind(page.limit as i64 + 1)
-            .fetch_all(self.conn())
-            .await
-            .map_err(db)?;
+        let rows = sqlx::query(
+            "SELECT * FROM templates WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(page.after.clone().unwrap_or_default())
+        .bind(page.limit as i64 + 1)
+        .fetch_all(self.conn())
+        .await
+        .map_err(db)?;
         let items = rows.iter().map(template).collect::<Result<Vec<_>>>()?;
         Ok(page_of(items, page, |t| t.id.as_str().to_string()))
     }
 
-    async fn templates_of(&mut self, tenants: &[TenantId]) -> Result<HashMap<(TenantId, TemplateId), Template>> {
+    async fn templates_of(
+        &mut self,
+        tenants: &[TenantId],
+    ) -> Result<HashMap<(TenantId, TemplateId), Template>> {
         let rows = sqlx::query("SELECT * FROM templates WHERE tenant_id = ANY($1::uuid[])")
             .bind(tenants)
             .fetch_all(self.conn())
@@ -871,18 +938,25 @@ impl Tx for PgTx {
         .map_err(db)?
         .rows_affected();
         if done != 1 {
-            return Err(Error::conflict("the sequence changed while this write was prepared; retry"));
+            return Err(Error::conflict(
+                "the sequence changed while this write was prepared; retry",
+            ));
         }
         self.write_steps(s).await
     }
 
-    async fn get_sequence(&mut self, tenant: TenantId, sid: SequenceId) -> Result<Option<Sequence>> {
-        let row = sqlx::query("SELECT * FROM lead_nurture_sequences WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant)
-            .bind(sid)
-            .fetch_optional(self.conn())
-            .await
-            .map_err(db)?;
+    async fn get_sequence(
+        &mut self,
+        tenant: TenantId,
+        sid: SequenceId,
+    ) -> Result<Option<Sequence>> {
+        let row =
+            sqlx::query("SELECT * FROM lead_nurture_sequences WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant)
+                .bind(sid)
+                .fetch_optional(self.conn())
+                .await
+                .map_err(db)?;
         let Some(row) = row else { return Ok(None) };
         let mut seqs = vec![sequence(&row)?];
         self.steps_for(&mut seqs).await?;
@@ -905,7 +979,10 @@ impl Tx for PgTx {
         Ok(page_of(items, page, |s| id(s.id)))
     }
 
-    async fn sequences_by_id(&mut self, keys: &[(TenantId, SequenceId)]) -> Result<HashMap<SequenceId, Sequence>> {
+    async fn sequences_by_id(
+        &mut self,
+        keys: &[(TenantId, SequenceId)],
+    ) -> Result<HashMap<SequenceId, Sequence>> {
         let (tenants, ids) = pairs(keys);
         let rows = sqlx::query(
             "SELECT s.* FROM lead_nurture_sequences s
@@ -993,7 +1070,9 @@ impl Tx for PgTx {
         .map_err(db)?;
         for r in &rows {
             let step: Option<i32> = get(r, "step_order")?;
-            stats.reached_step.push((step.unwrap_or(0).into(), get(r, "n")?));
+            stats
+                .reached_step
+                .push((step.unwrap_or(0).into(), get(r, "n")?));
         }
         Ok(stats)
     }
@@ -1032,7 +1111,9 @@ impl Tx for PgTx {
             .bind(col(leads, |l| l.score))
             .bind(col(leads, |l| l.score_band.as_deref()))
             .bind(col(leads, |l| serde_json::json!(l.segments)))
-            .bind(col(leads, |l| serde_json::Value::Object(l.attributes.clone())))
+            .bind(col(leads, |l| {
+                serde_json::Value::Object(l.attributes.clone())
+            }))
             .bind(col(leads, |l| l.owner_id))
             .bind(col(leads, |l| l.do_not_contact))
             .bind(col(leads, |l| l.unsubscribed))
@@ -1059,12 +1140,13 @@ impl Tx for PgTx {
     /// unsubscribe is never overwritten by a concurrent score change that read the lead
     /// before it.
     async fn get_lead(&mut self, tenant: TenantId, lid: LeadId) -> Result<Option<Lead>> {
-        let row = sqlx::query("SELECT * FROM leads WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE")
-            .bind(tenant)
-            .bind(lid)
-            .fetch_optional(self.conn())
-            .await
-            .map_err(db)?;
+        let row =
+            sqlx::query("SELECT * FROM leads WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE")
+                .bind(tenant)
+                .bind(lid)
+                .fetch_optional(self.conn())
+                .await
+                .map_err(db)?;
         row.as_ref().map(lead).transpose()
     }
 
@@ -1096,9 +1178,13 @@ impl Tx for PgTx {
             qb.push(" AND l.id > ").push_bind(after);
         }
         qb.push(" AND NOT l.do_not_contact AND NOT l.unsubscribed AND NOT l.bounced");
-        qb.push(" AND l.status = ANY(").push_bind(statuses).push("::text[])");
+        qb.push(" AND l.status = ANY(")
+            .push_bind(statuses)
+            .push("::text[])");
         if let Some(bands) = score_bands {
-            qb.push(" AND l.score_band = ANY(").push_bind(bands.to_vec()).push("::text[])");
+            qb.push(" AND l.score_band = ANY(")
+                .push_bind(bands.to_vec())
+                .push("::text[])");
         }
         qb.push(
             " AND NOT EXISTS (SELECT 1 FROM lead_nurture_enrollments e WHERE e.tenant_id = l.tenant_id
@@ -1109,7 +1195,11 @@ impl Tx for PgTx {
         rows.iter().map(lead).collect()
     }
 
-    async fn outbound_since(&mut self, leads: &[(TenantId, LeadId)], since: Timestamp) -> Result<HashMap<LeadId, Vec<Timestamp>>> {
+    async fn outbound_since(
+        &mut self,
+        leads: &[(TenantId, LeadId)],
+        since: Timestamp,
+    ) -> Result<HashMap<LeadId, Vec<Timestamp>>> {
         let (tenants, ids) = pairs(leads);
         let rows = sqlx::query(
             "SELECT m.lead_id, m.created_at FROM messages m
@@ -1123,22 +1213,33 @@ impl Tx for PgTx {
         .map_err(db)?;
         let mut out: HashMap<LeadId, Vec<Timestamp>> = HashMap::new();
         for r in &rows {
-            out.entry(get(r, "lead_id")?).or_default().push(get_ts(r, "created_at")?);
+            out.entry(get(r, "lead_id")?)
+                .or_default()
+                .push(get_ts(r, "created_at")?);
         }
         Ok(out)
     }
 
-    async fn get_enrollment(&mut self, tenant: TenantId, eid: EnrollmentId) -> Result<Option<Enrollment>> {
-        let row = sqlx::query("SELECT * FROM lead_nurture_enrollments WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant)
-            .bind(eid)
-            .fetch_optional(self.conn())
-            .await
-            .map_err(db)?;
+    async fn get_enrollment(
+        &mut self,
+        tenant: TenantId,
+        eid: EnrollmentId,
+    ) -> Result<Option<Enrollment>> {
+        let row =
+            sqlx::query("SELECT * FROM lead_nurture_enrollments WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant)
+                .bind(eid)
+                .fetch_optional(self.conn())
+                .await
+                .map_err(db)?;
         row.as_ref().map(enrollment).transpose()
     }
 
-    async fn live_enrollment(&mut self, tenant: TenantId, lid: LeadId) -> Result<Option<Enrollment>> {
+    async fn live_enrollment(
+        &mut self,
+        tenant: TenantId,
+        lid: LeadId,
+    ) -> Result<Option<Enrollment>> {
         let row = sqlx::query(
             "SELECT * FROM lead_nurture_enrollments WHERE tenant_id = $1 AND lead_id = $2 AND status IN ('active', 'paused')",
         )
@@ -1150,7 +1251,13 @@ impl Tx for PgTx {
         row.as_ref().map(enrollment).transpose()
     }
 
-    async fn ended_since(&mut self, tenant: TenantId, lid: LeadId, sid: SequenceId, since: Timestamp) -> Result<Option<Enrollment>> {
+    async fn ended_since(
+        &mut self,
+        tenant: TenantId,
+        lid: LeadId,
+        sid: SequenceId,
+        since: Timestamp,
+    ) -> Result<Option<Enrollment>> {
         let row = sqlx::query(
             "SELECT * FROM lead_nurture_enrollments WHERE tenant_id = $1 AND lead_id = $2 AND sequence_id = $3
                AND ended_at > $4
@@ -1166,7 +1273,11 @@ impl Tx for PgTx {
         row.as_ref().map(enrollment).transpose()
     }
 
-    async fn ended_pairs_since(&mut self, tenant: TenantId, since: Timestamp) -> Result<Vec<(LeadId, SequenceId)>> {
+    async fn ended_pairs_since(
+        &mut self,
+        tenant: TenantId,
+        since: Timestamp,
+    ) -> Result<Vec<(LeadId, SequenceId)>> {
         let rows =
             sqlx::query("SELECT lead_id, sequence_id FROM lead_nurture_enrollments WHERE tenant_id = $1 AND ended_at > $2")
                 .bind(tenant)
@@ -1174,11 +1285,20 @@ impl Tx for PgTx {
                 .fetch_all(self.conn())
                 .await
                 .map_err(db)?;
-        rows.iter().map(|r| Ok((get(r, "lead_id")?, get(r, "sequence_id")?))).collect()
+        rows.iter()
+            .map(|r| Ok((get(r, "lead_id")?, get(r, "sequence_id")?)))
+            .collect()
     }
 
-    async fn list_enrollments(&mut self, tenant: TenantId, f: &EnrollmentFilter, page: &Page) -> Result<Listed<Enrollment>> {
-        let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM lead_nurture_enrollments WHERE tenant_id = ");
+    async fn list_enrollments(
+        &mut self,
+        tenant: TenantId,
+        f: &EnrollmentFilter,
+        page: &Page,
+    ) -> Result<Listed<Enrollment>> {
+        let mut qb = QueryBuilder::<Postgres>::new(
+            "SELECT * FROM lead_nurture_enrollments WHERE tenant_id = ",
+        );
         qb.push_bind(tenant);
         if let Some(l) = f.lead_id {
             qb.push(" AND lead_id = ").push_bind(l);
@@ -1187,18 +1307,25 @@ impl Tx for PgTx {
             qb.push(" AND sequence_id = ").push_bind(s);
         }
         if let Some(st) = f.status {
-            qb.push(" AND status = ").push_bind(st.as_str()).push("::nurture_enrollment_status");
+            qb.push(" AND status = ")
+                .push_bind(st.as_str())
+                .push("::nurture_enrollment_status");
         }
         if let Some(after) = id_after(page)? {
             qb.push(" AND id > ").push_bind(after);
         }
-        qb.push(" ORDER BY id LIMIT ").push_bind(page.limit as i64 + 1);
+        qb.push(" ORDER BY id LIMIT ")
+            .push_bind(page.limit as i64 + 1);
         let rows = self.fetch_all(&mut qb).await?;
         let items = rows.iter().map(enrollment).collect::<Result<Vec<_>>>()?;
         Ok(page_of(items, page, |e| id(e.id)))
     }
 
-    async fn live_enrollments_of_sequence(&mut self, tenant: TenantId, sid: SequenceId) -> Result<Vec<Enrollment>> {
+    async fn live_enrollments_of_sequence(
+        &mut self,
+        tenant: TenantId,
+        sid: SequenceId,
+    ) -> Result<Vec<Enrollment>> {
         let rows = sqlx::query(
             "SELECT * FROM lead_nurture_enrollments WHERE tenant_id = $1 AND sequence_id = $2
                AND status IN ('active', 'paused')",
@@ -1266,7 +1393,11 @@ impl Tx for PgTx {
         get(&row, "n")
     }
 
-    async fn get_approval(&mut self, tenant: TenantId, aid: ApprovalId) -> Result<Option<Approval>> {
+    async fn get_approval(
+        &mut self,
+        tenant: TenantId,
+        aid: ApprovalId,
+    ) -> Result<Option<Approval>> {
         let row = sqlx::query("SELECT * FROM approvals WHERE tenant_id = $1 AND id = $2")
             .bind(tenant)
             .bind(aid)
@@ -1276,7 +1407,12 @@ impl Tx for PgTx {
         row.as_ref().map(approval).transpose()
     }
 
-    async fn list_approvals(&mut self, tenant: TenantId, status: Option<ApprovalStatus>, page: &Page) -> Result<Listed<Approval>> {
+    async fn list_approvals(
+        &mut self,
+        tenant: TenantId,
+        status: Option<ApprovalStatus>,
+        page: &Page,
+    ) -> Result<Listed<Approval>> {
         let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM approvals WHERE tenant_id = ");
         qb.push_bind(tenant);
         if let Some(st) = status {
@@ -1285,13 +1421,17 @@ impl Tx for PgTx {
         if let Some(after) = id_after(page)? {
             qb.push(" AND id > ").push_bind(after);
         }
-        qb.push(" ORDER BY id LIMIT ").push_bind(page.limit as i64 + 1);
+        qb.push(" ORDER BY id LIMIT ")
+            .push_bind(page.limit as i64 + 1);
         let rows = self.fetch_all(&mut qb).await?;
         let items = rows.iter().map(approval).collect::<Result<Vec<_>>>()?;
         Ok(page_of(items, page, |a| id(a.id)))
     }
 
-    async fn approvals_by_id(&mut self, keys: &[(TenantId, ApprovalId)]) -> Result<HashMap<ApprovalId, Approval>> {
+    async fn approvals_by_id(
+        &mut self,
+        keys: &[(TenantId, ApprovalId)],
+    ) -> Result<HashMap<ApprovalId, Approval>> {
         let (tenants, ids) = pairs(keys);
         let rows = sqlx::query(
             "SELECT a.* FROM approvals a WHERE (a.tenant_id, a.id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))",
@@ -1301,7 +1441,9 @@ impl Tx for PgTx {
         .fetch_all(self.conn())
         .await
         .map_err(db)?;
-        rows.iter().map(|r| approval(r).map(|a| (a.id, a))).collect()
+        rows.iter()
+            .map(|r| approval(r).map(|a| (a.id, a)))
+            .collect()
     }
 
     async fn get_task(&mut self, tenant: TenantId, tid: TaskId) -> Result<Option<Task>> {
@@ -1314,7 +1456,12 @@ impl Tx for PgTx {
         row.as_ref().map(task).transpose()
     }
 
-    async fn list_tasks(&mut self, tenant: TenantId, status: Option<TaskStatus>, page: &Page) -> Result<Listed<Task>> {
+    async fn list_tasks(
+        &mut self,
+        tenant: TenantId,
+        status: Option<TaskStatus>,
+        page: &Page,
+    ) -> Result<Listed<Task>> {
         let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM tasks WHERE tenant_id = ");
         qb.push_bind(tenant);
         if let Some(st) = status {
@@ -1323,13 +1470,18 @@ impl Tx for PgTx {
         if let Some(after) = id_after(page)? {
             qb.push(" AND id > ").push_bind(after);
         }
-        qb.push(" ORDER BY id LIMIT ").push_bind(page.limit as i64 + 1);
+        qb.push(" ORDER BY id LIMIT ")
+            .push_bind(page.limit as i64 + 1);
         let rows = self.fetch_all(&mut qb).await?;
         let items = rows.iter().map(task).collect::<Result<Vec<_>>>()?;
         Ok(page_of(items, page, |t| id(t.id)))
     }
 
-    async fn open_work(&mut self, tenant: TenantId, eid: EnrollmentId) -> Result<(Vec<Approval>, Vec<Task>)> {
+    async fn open_work(
+        &mut self,
+        tenant: TenantId,
+        eid: EnrollmentId,
+    ) -> Result<(Vec<Approval>, Vec<Task>)> {
         let rows = sqlx::query("SELECT * FROM approvals WHERE tenant_id = $1 AND enrollment_id = $2 AND status = 'pending'")
             .bind(tenant)
             .bind(eid)
@@ -1337,12 +1489,14 @@ impl Tx for PgTx {
             .await
             .map_err(db)?;
         let approvals = rows.iter().map(approval).collect::<Result<Vec<_>>>()?;
-        let rows = sqlx::query("SELECT * FROM tasks WHERE tenant_id = $1 AND enrollment_id = $2 AND status = 'open'")
-            .bind(tenant)
-            .bind(eid)
-            .fetch_all(self.conn())
-            .await
-            .map_err(db)?;
+        let rows = sqlx::query(
+            "SELECT * FROM tasks WHERE tenant_id = $1 AND enrollment_id = $2 AND status = 'open'",
+        )
+        .bind(tenant)
+        .bind(eid)
+        .fetch_all(self.conn())
+        .await
+        .map_err(db)?;
         let tasks = rows.iter().map(task).collect::<Result<Vec<_>>>()?;
         Ok((approvals, tasks))
     }
@@ -1357,7 +1511,12 @@ impl Tx for PgTx {
         row.as_ref().map(message).transpose()
     }
 
-    async fn list_messages(&mut self, tenant: TenantId, f: &MessageFilter, page: &Page) -> Result<Listed<Message>> {
+    async fn list_messages(
+        &mut self,
+        tenant: TenantId,
+        f: &MessageFilter,
+        page: &Page,
+    ) -> Result<Listed<Message>> {
         let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM messages WHERE tenant_id = ");
         qb.push_bind(tenant);
         if let Some(l) = f.lead_id {
@@ -1369,13 +1528,19 @@ impl Tx for PgTx {
         if let Some(after) = id_after(page)? {
             qb.push(" AND id > ").push_bind(after);
         }
-        qb.push(" ORDER BY id LIMIT ").push_bind(page.limit as i64 + 1);
+        qb.push(" ORDER BY id LIMIT ")
+            .push_bind(page.limit as i64 + 1);
         let rows = self.fetch_all(&mut qb).await?;
         let items = rows.iter().map(message).collect::<Result<Vec<_>>>()?;
         Ok(page_of(items, page, |m| id(m.id)))
     }
 
-    async fn list_activities(&mut self, tenant: TenantId, f: &ActivityFilter, page: &Page) -> Result<Listed<Activity>> {
+    async fn list_activities(
+        &mut self,
+        tenant: TenantId,
+        f: &ActivityFilter,
+        page: &Page,
+    ) -> Result<Listed<Activity>> {
         let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM activities WHERE tenant_id = ");
         qb.push_bind(tenant);
         if let Some(l) = f.lead_id {
@@ -1393,12 +1558,19 @@ impl Tx for PgTx {
             let at: i64 = at.parse().map_err(|_| bad_cursor())?;
             let at = Timestamp::from_microsecond(at).map_err(|_| bad_cursor())?;
             let aid = Uuid::parse_str(aid).map_err(|_| bad_cursor())?;
-            qb.push(" AND (at, id) > (").push_bind(ts(at)).push(", ").push_bind(aid).push(")");
+            qb.push(" AND (at, id) > (")
+                .push_bind(ts(at))
+                .push(", ")
+                .push_bind(aid)
+                .push(")");
         }
-        qb.push(" ORDER BY at, id LIMIT ").push_bind(page.limit as i64 + 1);
+        qb.push(" ORDER BY at, id LIMIT ")
+            .push_bind(page.limit as i64 + 1);
         let rows = self.fetch_all(&mut qb).await?;
         let items = rows.iter().map(activity).collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page, |a| format!("{}:{}", a.at.as_microsecond(), id(a.id))))
+        Ok(page_of(items, page, |a| {
+            format!("{}:{}", a.at.as_microsecond(), id(a.id))
+        }))
     }
 
     async fn apply(&mut self, fx: &Effects) -> Result<()> {
@@ -1422,17 +1594,32 @@ mod tests {
 
     #[test]
     fn a_password_never_appears_in_messages() {
-        assert_eq!(redact_url("postgres://app:s3cret@db:5432/nurture"), "postgres://app:***@db:5432/nurture");
-        assert_eq!(redact_url("postgres://app:p@ss@db/x?sslmode=require"), "postgres://app:***@db/x?sslmode=require");
-        assert_eq!(redact_url("postgres://postgres@127.0.0.1:5432"), "postgres://postgres@127.0.0.1:5432");
-        assert_eq!(redact_url("postgres://127.0.0.1/x"), "postgres://127.0.0.1/x");
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/nurture"),
+            "postgres://app:***@db:5432/nurture"
+        );
+        assert_eq!(
+            redact_url("postgres://app:p@ss@db/x?sslmode=require"),
+            "postgres://app:***@db/x?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1:5432"),
+            "postgres://postgres@127.0.0.1:5432"
+        );
+        assert_eq!(
+            redact_url("postgres://127.0.0.1/x"),
+            "postgres://127.0.0.1/x"
+        );
     }
 
     #[test]
     fn an_upsert_keeps_the_last_row_of_a_key() {
         let (t, a, b) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         let rows = [(t, a, 1), (t, b, 2), (t, a, 3)];
-        let kept: Vec<i32> = last_by_key(&rows, |r| (r.0, r.1)).iter().map(|r| r.2).collect();
+        let kept: Vec<i32> = last_by_key(&rows, |r| (r.0, r.1))
+            .iter()
+            .map(|r| r.2)
+            .collect();
         assert_eq!(kept, vec![3, 2]);
     }
 }

@@ -56,12 +56,16 @@ pub fn get_enum<T: FromStr<Err = ParseError>>(row: &PgRow, column: &str) -> Resu
 }
 
 pub fn get_opt_enum<T: FromStr<Err = ParseError>>(row: &PgRow, column: &str) -> Result<Option<T>> {
-    label(row, column)?.map(|s| s.parse().map_err(|e: ParseError| bad(column, e))).transpose()
+    label(row, column)?
+        .map(|s| s.parse().map_err(|e: ParseError| bad(column, e)))
+        .transpose()
 }
 
 /// An enum-typed column as plain text (for grouping in SQL results).
 pub fn get_label(row: &PgRow, column: &str) -> Result<String> {
-    label(row, column)?.map(str::to_string).ok_or_else(|| bad(column, "unexpected NULL"))
+    label(row, column)?
+        .map(str::to_string)
+        .ok_or_else(|| bad(column, "unexpected NULL"))
 }
 
 fn get_step_order(row: &PgRow, column: &str) -> Result<StepOrder> {
@@ -71,15 +75,20 @@ fn get_step_order(row: &PgRow, column: &str) -> Result<StepOrder> {
 
 fn get_opt_step_order(row: &PgRow, column: &str) -> Result<Option<StepOrder>> {
     let v: Option<i32> = get(row, column)?;
-    v.map(|v| StepOrder::parse(v.into()).map_err(|e| bad(column, e))).transpose()
+    v.map(|v| StepOrder::parse(v.into()).map_err(|e| bad(column, e)))
+        .transpose()
 }
 
 fn get_template_id(row: &PgRow, column: &str) -> Result<Option<TemplateId>> {
     let v: Option<&str> = get(row, column)?;
-    v.map(|t| TemplateId::parse(t).map_err(|e| bad(column, e))).transpose()
+    v.map(|t| TemplateId::parse(t).map_err(|e| bad(column, e)))
+        .transpose()
 }
 
-fn object(v: serde_json::Value, column: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+fn object(
+    v: serde_json::Value,
+    column: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
     match v {
         serde_json::Value::Object(m) => Ok(m),
         _ => Err(bad(column, "expected a JSON object")),
@@ -127,7 +136,9 @@ pub fn lead(row: &PgRow) -> Result<Lead> {
         first_name: get(row, "first_name")?,
         last_name: get(row, "last_name")?,
         company: get(row, "company")?,
-        timezone: tz.map(|t| TimeZoneName::parse(t).map_err(|e| bad("timezone", e))).transpose()?,
+        timezone: tz
+            .map(|t| TimeZoneName::parse(t).map_err(|e| bad("timezone", e)))
+            .transpose()?,
         status: get_enum(row, "status")?,
         score: get(row, "score")?,
         score_band: get(row, "score_band")?,
@@ -171,9 +182,13 @@ pub fn sequence(row: &PgRow) -> Result<Sequence> {
         status: get_enum(row, "status")?,
         priority: get(row, "priority")?,
         entry_rules: entry
-            .map(|v| EntryRules::parse(&v, "entry_rules").map_err(|e| bad("entry_rules", format!("{e:?}"))))
+            .map(|v| {
+                EntryRules::parse(&v, "entry_rules")
+                    .map_err(|e| bad("entry_rules", format!("{e:?}")))
+            })
             .transpose()?,
-        exit_rules: ExitRules::parse(&exit, "exit_rules").map_err(|e| bad("exit_rules", format!("{e:?}")))?,
+        exit_rules: ExitRules::parse(&exit, "exit_rules")
+            .map_err(|e| bad("exit_rules", format!("{e:?}")))?,
         created_by: get(row, "created_by")?,
         version: get(row, "version")?,
         created_at: get_ts(row, "created_at")?,
@@ -195,7 +210,10 @@ pub fn step(row: &PgRow) -> Result<(Uuid, Step)> {
             template_id: get_template_id(row, "template_id")?,
             requires_human_approval: get(row, "requires_human_approval")?,
             conditions: conditions
-                .map(|v| Condition::parse(&v, "conditions").map_err(|e| bad("conditions", format!("{e:?}"))))
+                .map(|v| {
+                    Condition::parse(&v, "conditions")
+                        .map_err(|e| bad("conditions", format!("{e:?}")))
+                })
                 .transpose()?,
         },
     ))

@@ -27,12 +27,16 @@ impl TestDatabase {
     /// Creates `nurture_test_<uuid>` on the test server.
     pub async fn create() -> Result<TestDatabase> {
         let url = std::env::var(TEST_URL_VAR).unwrap_or_else(|_| DEFAULT_TEST_URL.to_string());
-        let admin = PgConnectOptions::from_str(&url)
-            .map_err(|e| Error::store(format!("{TEST_URL_VAR}={}: {e}", crate::redact_url(&url))))?;
+        let admin = PgConnectOptions::from_str(&url).map_err(|e| {
+            Error::store(format!("{TEST_URL_VAR}={}: {e}", crate::redact_url(&url)))
+        })?;
         let name = format!("nurture_test_{}", uuid::Uuid::now_v7().simple());
-        let mut conn = PgConnection::connect_with(&admin)
-            .await
-            .map_err(|e| Error::store(format!("cannot reach the test server {}: {e}", crate::redact_url(&url))))?;
+        let mut conn = PgConnection::connect_with(&admin).await.map_err(|e| {
+            Error::store(format!(
+                "cannot reach the test server {}: {e}",
+                crate::redact_url(&url)
+            ))
+        })?;
         // The name is ours (letters, digits, underscores), so quoting it is enough.
         sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut conn)
@@ -68,13 +72,20 @@ impl Drop for TestDatabase {
         let admin = self.admin.clone();
         let name = self.name.clone();
         let outcome = std::thread::spawn(move || -> std::result::Result<(), String> {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
             rt.block_on(async move {
-                let mut conn = PgConnection::connect_with(&admin).await.map_err(|e| e.to_string())?;
-                sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-                    .execute(&mut conn)
+                let mut conn = PgConnection::connect_with(&admin)
                     .await
                     .map_err(|e| e.to_string())?;
+                sqlx::raw_sql(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
                 let _ = conn.close().await;
                 Ok(())
             })
@@ -83,7 +94,10 @@ impl Drop for TestDatabase {
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(e)) => eprintln!("could not drop test database {}: {e}", self.name),
-            Err(_) => eprintln!("could not drop test database {}: the dropping thread panicked", self.name),
+            Err(_) => eprintln!(
+                "could not drop test database {}: the dropping thread panicked",
+                self.name
+            ),
         }
     }
 }

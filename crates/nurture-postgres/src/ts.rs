@@ -12,7 +12,9 @@ use sqlx::decode::Decode;
 use sqlx::encode::{Encode, IsNull};
 use sqlx::error::BoxDynError;
 use sqlx::postgres::types::Oid;
-use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, PgValueFormat, PgValueRef, Postgres};
+use sqlx::postgres::{
+    PgArgumentBuffer, PgHasArrayType, PgTypeInfo, PgValueFormat, PgValueRef, Postgres,
+};
 use sqlx::types::Type;
 
 /// Microseconds from the Unix epoch to PostgreSQL's epoch (2000-01-01 UTC).
@@ -71,7 +73,9 @@ impl<'r> Decode<'r, Postgres> for Ts {
             // `2026-01-05 09:00:00.123456+00`, in the session's time zone.
             PgValueFormat::Text => {
                 let s = value.as_str()?;
-                Ok(Ts(s.parse::<Timestamp>().map_err(|e| format!("timestamptz {s:?}: {e}"))?))
+                Ok(Ts(s
+                    .parse::<Timestamp>()
+                    .map_err(|e| format!("timestamptz {s:?}: {e}"))?))
             }
         }
     }

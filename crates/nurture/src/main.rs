@@ -51,9 +51,11 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
             .with_context(|| format!("cannot open the database {url}"))?;
         Ok(Arc::new(store))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        bail!(
-            "the PostgreSQL backend is not part of this build yet (issue #4); use a sqlite:// URL"
-        )
+        // The store's error names the server with the password redacted; never echo the URL.
+        let store = nurture_postgres::PgStore::connect(url)
+            .await
+            .context("cannot open the PostgreSQL database")?;
+        Ok(Arc::new(store))
     } else {
         bail!("--database {url:?}: expected a sqlite://PATH or postgres://... URL")
     }

@@ -232,7 +232,7 @@ impl Engine {
             };
             let out = self.change_lead(tx.as_mut(), existing, patch, now).await?;
             tx.commit().await?;
-            self.wake.notify_one();
+            self.wake_schedulers().await;
             return Ok(out);
         }
         let lead = Lead {
@@ -267,7 +267,7 @@ impl Engine {
             .await?;
         tx.apply(&fx).await?;
         tx.commit().await?;
-        self.wake.notify_one();
+        self.wake_schedulers().await;
         Ok(LeadWrite {
             lead,
             created: true,
@@ -289,7 +289,7 @@ impl Engine {
             .ok_or(Error::NotFound("lead"))?;
         let out = self.change_lead(tx.as_mut(), lead, patch, now).await?;
         tx.commit().await?;
-        self.wake.notify_one();
+        self.wake_schedulers().await;
         Ok(out)
     }
 
@@ -472,7 +472,7 @@ impl Engine {
             .await?;
         tx.apply(&fx).await?;
         tx.commit().await?;
-        self.wake.notify_one();
+        self.wake_schedulers().await;
         Ok(LeadWrite {
             lead,
             created: false,
@@ -783,7 +783,7 @@ impl Engine {
         tx.update_sequence(&s).await?;
         tx.apply(&fx).await?;
         tx.commit().await?;
-        self.wake.notify_one();
+        self.wake_schedulers().await;
         Ok(s)
     }
 
@@ -903,7 +903,7 @@ impl Engine {
         save(&mut fx, e.clone(), now);
         tx.apply(&fx).await?;
         tx.commit().await?;
-        self.wake.notify_one();
+        self.wake_schedulers().await;
         Ok(bumped(e, now))
     }
 
@@ -1109,7 +1109,7 @@ impl Engine {
         }
         tx.apply(&fx).await?;
         tx.commit().await?;
-        self.wake.notify_one();
+        self.wake_schedulers().await;
         Ok(a)
     }
 
@@ -1175,7 +1175,7 @@ impl Engine {
         }
         tx.apply(&fx).await?;
         tx.commit().await?;
-        self.wake.notify_one();
+        self.wake_schedulers().await;
         Ok(a)
     }
 
@@ -1245,7 +1245,7 @@ impl Engine {
         }
         tx.apply(&fx).await?;
         tx.commit().await?;
-        self.wake.notify_one();
+        self.wake_schedulers().await;
         Ok(task)
     }
 

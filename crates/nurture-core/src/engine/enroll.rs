@@ -198,7 +198,7 @@ impl Engine {
         let e = new_enrollment(&mut fx, &lead, &sequence, EnrollmentSource::Manual, now);
         tx.apply(&fx).await?;
         tx.commit().await?;
-        self.wake.notify_one();
+        self.wake_schedulers().await;
         Ok(e)
     }
 
@@ -213,7 +213,7 @@ impl Engine {
             enrolled += self.sweep_tenant(tenant, now).await?;
         }
         if enrolled > 0 {
-            self.wake.notify_one();
+            self.wake_schedulers().await;
         }
         Ok(enrolled)
     }

@@ -98,6 +98,15 @@ impl Engine {
         self.wake.clone()
     }
 
+    /// After a write that may have made work due sooner: wake this process's scheduler and
+    /// tell the others (a failed announcement only delays them until their timer).
+    async fn wake_schedulers(&self) {
+        self.wake.notify_one();
+        if let Err(e) = self.store.announce_due().await {
+            tracing::debug!(error = %e, "could not announce due work");
+        }
+    }
+
     async fn begin(&self, scope: Scope) -> Result<Box<dyn Tx>> {
         self.store.begin(scope).await
     }
@@ -181,7 +190,7 @@ impl Engine {
         let next = current.patched(patch)?;
         tx.update_tenant_settings(p.tenant_id, &next).await?;
         tx.commit().await?;
-        self.wake.notify_one();
+        self.wake_schedulers().await;
         Ok(next)
     }
 

@@ -260,6 +260,10 @@ impl Engine {
     /// the next due instant or a wake-up from a write (never busy-polling). A batch that has
     /// begun is always finished and committed before it returns.
     pub async fn run_scheduler(&self, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<()> {
+        if let Err(e) = self.store.listen_due(self.wake.clone()).await {
+            // Not fatal: the timer still wakes this scheduler, only later.
+            tracing::warn!(error = %e, "cannot listen for due work from other processes");
+        }
         let mut failures = 0u32;
         loop {
             if *stop.borrow() {

@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, Tenant};
+use crate::extract::{JsonValue, Tenant, from_json};
 use crate::state::AppState;
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -30,22 +30,47 @@ struct ClockView {
     now: Timestamp,
 }
 
-/// Give exactly one of `hours` and `to`.
-#[derive(Deserialize, ToSchema)]
+/// An advance as sent, read first so that each problem keeps its path.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AdvanceBody {
-    /// Hours to move forward (fractions allowed).
-    #[schema(minimum = 0, maximum = 87840)]
+struct AdvanceFields {
     hours: Option<f64>,
-    /// The instant to move to; not before now.
-    #[schema(value_type = Option<String>, format = DateTime)]
     to: Option<Timestamp>,
 }
 
-impl AdvanceBody {
+/// How far to move: `{"hours": N}` or `{"to": RFC3339}`, exactly one.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[schema(as = ClockAdvance)]
+enum Advance {
+    /// Hours to move forward (fractions allowed).
+    Hours {
+        #[schema(minimum = 0, maximum = 87840)]
+        hours: f64,
+    },
+    /// The instant to move to; not before now.
+    To {
+        #[schema(value_type = String, format = DateTime)]
+        to: Timestamp,
+    },
+}
+
+impl Advance {
+    fn from_json(value: serde_json::Value) -> ApiResult<Advance> {
+        let f: AdvanceFields = from_json(value, "")?;
+        match (f.hours, f.to) {
+            (Some(hours), None) => Ok(Advance::Hours { hours }),
+            (None, Some(to)) => Ok(Advance::To { to }),
+            _ => Err(ApiError::invalid(
+                "hours",
+                "give exactly one of `hours` and `to`",
+            )),
+        }
+    }
+
     fn target(&self, now: Timestamp) -> ApiResult<Timestamp> {
-        match (self.hours, self.to) {
-            (Some(hours), None) => {
+        match *self {
+            Advance::Hours { hours } => {
                 if !(hours.is_finite() && (0.0..=MAX_HOURS).contains(&hours)) {
                     return Err(ApiError::invalid(
                         "hours",
@@ -56,11 +81,7 @@ impl AdvanceBody {
                 now.checked_add(SignedDuration::from_micros(micros))
                     .map_err(|_| ApiError::invalid("hours", "that is past the end of time"))
             }
-            (None, Some(to)) => Ok(to),
-            _ => Err(ApiError::invalid(
-                "hours",
-                "give exactly one of `hours` and `to`",
-            )),
+            Advance::To { to } => Ok(to),
         }
     }
 }
@@ -78,14 +99,14 @@ async fn get_clock(State(state): State<AppState>, Tenant(_): Tenant) -> Json<Clo
 /// when it is done. Exempt from the request timeout; the work runs to the end even if the
 /// client goes away.
 #[utoipa::path(post, path = "/v1/clock/advance", tag = "clock",
-    request_body = AdvanceBody,
+    request_body = Advance,
     responses((status = 200, description = "The new time, after the work due was done", body = ClockView)))]
 async fn advance_clock(
     State(state): State<AppState>,
     Tenant(_): Tenant,
-    ApiJson(body): ApiJson<AdvanceBody>,
+    JsonValue(body): JsonValue,
 ) -> ApiResult<Json<ClockView>> {
-    let target = body.target(state.engine.now())?;
+    let target = Advance::from_json(body)?.target(state.engine.now())?;
     let engine = state.engine.clone();
     let now = tokio::spawn(async move { engine.advance_to(target).await })
         .await

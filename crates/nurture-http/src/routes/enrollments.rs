@@ -125,6 +125,7 @@ struct ListQuery {
     #[param(minimum = 1, maximum = 1000, default = 50)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     cursor: Option<String>,
 }
 

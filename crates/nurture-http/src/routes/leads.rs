@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::enrollments::EnrollmentView;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, IdPath, Tenant, double_option};
+use crate::extract::{ApiJson, IdPath, JsonValue, Tenant, double_option, from_json};
 use crate::schema;
 use crate::state::AppState;
 
@@ -40,7 +40,7 @@ struct LeadView {
     last_name: Option<String>,
     company: Option<String>,
     /// IANA zone name, e.g. `Europe/Paris`; null means the tenant's zone.
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::time_zone_nullable)]
     timezone: Option<TimeZoneName>,
     #[schema(schema_with = schema::lead_status)]
     status: LeadStatus,
@@ -161,6 +161,7 @@ struct CreateLead {
     company: Option<String>,
     /// IANA zone name; null means the tenant's zone.
     #[serde(default)]
+    #[schema(schema_with = schema::time_zone_nullable)]
     timezone: Option<String>,
     /// Default `new`.
     #[serde(default)]
@@ -201,7 +202,7 @@ struct PatchLead {
     #[schema(value_type = Option<String>)]
     company: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::time_zone_nullable)]
     timezone: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(schema_with = schema::lead_status, required = false)]
@@ -319,7 +320,7 @@ impl PatchLead {
 }
 
 /// The kinds of lead event (SPEC section 5, `POST /v1/leads/{id}/events`).
-#[derive(Deserialize, ToSchema, Clone, Copy, PartialEq, Eq)]
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 enum EventType {
     Reply,
@@ -339,30 +340,76 @@ enum BounceKind {
     Soft,
 }
 
-/// `POST /v1/leads/{id}/events`. `reply` needs `sentiment` (and `until` only with
-/// `out_of_office`), `bounced` needs `kind`, `outbound_message` may carry its `subject`.
-#[derive(Deserialize, ToSchema)]
+/// An event as sent: one flat object, read first so that each problem keeps its path, then
+/// checked into an [`Event`].
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EventBody {
+struct EventFields {
     #[serde(rename = "type")]
     event_type: EventType,
-    /// When it happened; default now. Not in the future.
-    #[schema(value_type = Option<String>, format = DateTime)]
     at: Option<Timestamp>,
-    #[schema(schema_with = schema::sentiment_nullable)]
     sentiment: Option<Sentiment>,
-    /// An out-of-office's return: the lead's next step waits until then.
-    #[schema(value_type = Option<String>, format = DateTime)]
     until: Option<Timestamp>,
     kind: Option<BounceKind>,
     subject: Option<String>,
 }
 
-impl EventBody {
-    fn into_event(self) -> ApiResult<(LeadEvent, Option<Timestamp>)> {
+/// `POST /v1/leads/{id}/events`: one shape per `type`. Every event may say when it happened
+/// (`at`, default now, never in the future).
+#[derive(Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[schema(as = LeadEvent)]
+enum Event {
+    /// A reply as the CRM classified it; `until` (only with `out_of_office`) defers the next
+    /// step to the lead's return.
+    Reply {
+        #[schema(value_type = Option<String>, format = DateTime)]
+        at: Option<Timestamp>,
+        #[schema(schema_with = schema::sentiment)]
+        sentiment: Sentiment,
+        #[schema(value_type = Option<String>, format = DateTime)]
+        until: Option<Timestamp>,
+    },
+    Converted {
+        #[schema(value_type = Option<String>, format = DateTime)]
+        at: Option<Timestamp>,
+    },
+    Disqualified {
+        #[schema(value_type = Option<String>, format = DateTime)]
+        at: Option<Timestamp>,
+    },
+    Unsubscribed {
+        #[schema(value_type = Option<String>, format = DateTime)]
+        at: Option<Timestamp>,
+    },
+    /// A hard bounce stops all email to the lead and exits it.
+    Bounced {
+        #[schema(value_type = Option<String>, format = DateTime)]
+        at: Option<Timestamp>,
+        kind: BounceKind,
+    },
+    EmailOpened {
+        #[schema(value_type = Option<String>, format = DateTime)]
+        at: Option<Timestamp>,
+    },
+    EmailClicked {
+        #[schema(value_type = Option<String>, format = DateTime)]
+        at: Option<Timestamp>,
+    },
+    /// A message sent outside Nurture; it counts toward the frequency cap.
+    OutboundMessage {
+        #[schema(value_type = Option<String>, format = DateTime)]
+        at: Option<Timestamp>,
+        subject: Option<String>,
+    },
+}
+
+impl Event {
+    fn from_json(value: serde_json::Value) -> ApiResult<Event> {
         use EventType::*;
+        let f: EventFields = from_json(value, "")?;
         let mut errors = Vec::new();
-        let t = self.event_type;
+        let t = f.event_type;
         let mut only_for = |given: bool, field: &str, allowed: bool, which: &str| {
             if given && !allowed {
                 errors.push(FieldError::new(
@@ -371,25 +418,27 @@ impl EventBody {
                 ));
             }
         };
-        only_for(self.sentiment.is_some(), "sentiment", t == Reply, "reply");
+        only_for(f.sentiment.is_some(), "sentiment", t == Reply, "reply");
         only_for(
-            self.until.is_some(),
+            f.until.is_some(),
             "until",
-            t == Reply && self.sentiment == Some(Sentiment::OutOfOffice),
+            t == Reply && f.sentiment == Some(Sentiment::OutOfOffice),
             "reply with sentiment out_of_office",
         );
-        only_for(self.kind.is_some(), "kind", t == Bounced, "bounced");
+        only_for(f.kind.is_some(), "kind", t == Bounced, "bounced");
         only_for(
-            self.subject.is_some(),
+            f.subject.is_some(),
             "subject",
             t == OutboundMessage,
             "outbound_message",
         );
+        let at = f.at;
         let event = match t {
-            Reply => match self.sentiment {
-                Some(sentiment) => Some(LeadEvent::Reply {
+            Reply => match f.sentiment {
+                Some(sentiment) => Some(Event::Reply {
+                    at,
                     sentiment,
-                    until: self.until,
+                    until: f.until,
                 }),
                 None => {
                     errors.push(FieldError::new(
@@ -399,13 +448,11 @@ impl EventBody {
                     None
                 }
             },
-            Converted => Some(LeadEvent::Converted),
-            Disqualified => Some(LeadEvent::Disqualified),
-            Unsubscribed => Some(LeadEvent::Unsubscribed),
-            Bounced => match self.kind {
-                Some(kind) => Some(LeadEvent::Bounced {
-                    hard: matches!(kind, BounceKind::Hard),
-                }),
+            Converted => Some(Event::Converted { at }),
+            Disqualified => Some(Event::Disqualified { at }),
+            Unsubscribed => Some(Event::Unsubscribed { at }),
+            Bounced => match f.kind {
+                Some(kind) => Some(Event::Bounced { at, kind }),
                 None => {
                     errors.push(FieldError::new(
                         "kind",
@@ -414,15 +461,39 @@ impl EventBody {
                     None
                 }
             },
-            EmailOpened => Some(LeadEvent::EmailOpened),
-            EmailClicked => Some(LeadEvent::EmailClicked),
-            OutboundMessage => Some(LeadEvent::OutboundMessage {
-                subject: self.subject,
+            EmailOpened => Some(Event::EmailOpened { at }),
+            EmailClicked => Some(Event::EmailClicked { at }),
+            OutboundMessage => Some(Event::OutboundMessage {
+                at,
+                subject: f.subject,
             }),
         };
         match event {
-            Some(event) if errors.is_empty() => Ok((event, self.at)),
+            Some(event) if errors.is_empty() => Ok(event),
             _ => Err(ApiError::Invalid(errors)),
+        }
+    }
+
+    /// The engine's event and when it happened.
+    fn into_core(self) -> (LeadEvent, Option<Timestamp>) {
+        match self {
+            Event::Reply {
+                at,
+                sentiment,
+                until,
+            } => (LeadEvent::Reply { sentiment, until }, at),
+            Event::Converted { at } => (LeadEvent::Converted, at),
+            Event::Disqualified { at } => (LeadEvent::Disqualified, at),
+            Event::Unsubscribed { at } => (LeadEvent::Unsubscribed, at),
+            Event::Bounced { at, kind } => (
+                LeadEvent::Bounced {
+                    hard: matches!(kind, BounceKind::Hard),
+                },
+                at,
+            ),
+            Event::EmailOpened { at } => (LeadEvent::EmailOpened, at),
+            Event::EmailClicked { at } => (LeadEvent::EmailClicked, at),
+            Event::OutboundMessage { at, subject } => (LeadEvent::OutboundMessage { subject }, at),
         }
     }
 }
@@ -485,16 +556,16 @@ async fn patch_lead(
 /// and a positive reply end its enrollment at once (SPEC section 4).
 #[utoipa::path(post, path = "/v1/leads/{id}/events", tag = "leads",
     params(("id" = Uuid, Path, description = "The lead's id")),
-    request_body = EventBody,
+    request_body = Event,
     responses((status = 200, description = "Recorded; the lead as it is now and any enrollment the event ended",
         body = LeadWriteView)))]
 async fn lead_event(
     State(state): State<AppState>,
     Tenant(p): Tenant,
     IdPath(id): IdPath,
-    ApiJson(body): ApiJson<EventBody>,
+    JsonValue(body): JsonValue,
 ) -> ApiResult<Json<LeadWriteView>> {
-    let (event, at) = body.into_event()?;
+    let (event, at) = Event::from_json(body)?.into_core();
     Ok(Json(
         state.engine.lead_event(p, id, event, at).await?.into(),
     ))

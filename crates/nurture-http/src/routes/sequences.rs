@@ -56,7 +56,7 @@ struct StepView {
     template_id: Option<TemplateId>,
     requires_human_approval: bool,
     /// A condition (SPEC section 3) checked when the step comes due; null: always run.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = schema::condition_nullable)]
     conditions: Option<serde_json::Value>,
 }
 
@@ -92,9 +92,9 @@ struct SequenceView {
     /// Where several sequences match a lead, the highest priority wins.
     priority: i32,
     /// null: manual enrollment only (SPEC section 3).
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = schema::entry_rules_nullable)]
     entry_rules: Option<serde_json::Value>,
-    #[schema(value_type = Object)]
+    #[schema(schema_with = schema::exit_rules_ref)]
     exit_rules: serde_json::Value,
     steps: Vec<StepView>,
     /// The user (or the API key's service user) who created it.
@@ -156,7 +156,7 @@ struct StepBody {
     #[serde(default)]
     requires_human_approval: bool,
     /// A condition (SPEC section 3); false when due means the step is skipped.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = schema::condition_nullable)]
     conditions: Option<serde_json::Value>,
 }
 
@@ -241,10 +241,10 @@ struct CreateSequence {
     priority: i32,
     /// `{"statuses", "score_bands", "segments_any", "min_score", "no_reply_within_days",
     /// "when"}`, every key optional; null: manual enrollment only.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = schema::entry_rules_nullable)]
     entry_rules: Option<serde_json::Value>,
     /// `{"on_reply": "positive" | "any", "inactivity_days", "when"}`; null: the defaults.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = schema::exit_rules_nullable)]
     exit_rules: Option<serde_json::Value>,
     #[serde(default)]
     steps: Vec<StepBody>,
@@ -260,11 +260,11 @@ struct PatchSequence {
     priority: Option<i32>,
     /// null: manual enrollment only.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = schema::entry_rules_nullable)]
     entry_rules: Option<Option<serde_json::Value>>,
     /// null: the defaults.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = schema::exit_rules_nullable)]
     exit_rules: Option<Option<serde_json::Value>>,
     steps: Option<Vec<StepBody>>,
 }
@@ -314,6 +314,7 @@ struct ListQuery {
     #[param(minimum = 1, maximum = 1000, default = 50)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     cursor: Option<String>,
 }
 

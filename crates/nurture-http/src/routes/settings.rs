@@ -22,11 +22,28 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 struct SendingWindowView {
     /// `mon` ... `sun`.
+    #[schema(min_items = 1, inline, value_type = Vec<Weekday>)]
     days: Vec<String>,
-    /// `HH:MM`, inclusive.
+    /// `HH:MM`, inclusive; before `end`.
+    #[schema(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     start: String,
     /// `HH:MM`, exclusive; `24:00` means until midnight.
+    #[schema(pattern = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")]
     end: String,
+}
+
+/// A day of the week, as the sending window names it.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // Documentation only: the window's days are the core's text.
+enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
 }
 
 /// The tenant's policy (SPEC section 6), defaults in brackets in each description.
@@ -52,6 +69,7 @@ struct SettingsView {
     /// null: any time.
     sending_window: Option<SendingWindowView>,
     /// The zone for leads without one [UTC].
+    #[schema(schema_with = crate::schema::time_zone_ref)]
     timezone: String,
     from_email: Option<String>,
     from_name: Option<String>,
@@ -105,22 +123,28 @@ impl From<TenantSettings> for SettingsView {
     reason = "parsed for its shape and its schema; the engine merges the JSON itself"
 )]
 struct SettingsPatch {
-    #[schema(minimum = 1)]
+    #[schema(value_type = i64, required = false, minimum = 1, maximum = 4294967295.0)]
     max_messages_per_window: Option<u32>,
-    #[schema(minimum = 1)]
+    #[schema(value_type = i64, required = false, minimum = 1, maximum = 4294967295.0)]
     message_window_hours: Option<u32>,
-    #[schema(minimum = 1)]
+    #[schema(value_type = i64, required = false, minimum = 1, maximum = 4294967295.0)]
     max_steps: Option<u32>,
+    #[schema(value_type = i64, required = false, minimum = 0, maximum = 4294967295.0)]
     max_span_days: Option<u32>,
+    #[schema(value_type = i64, required = false, minimum = 0, maximum = 4294967295.0)]
     reenrollment_cooldown_days: Option<u32>,
+    #[schema(value_type = i64, required = false, minimum = 0, maximum = 4294967295.0)]
     reply_window_days: Option<u32>,
+    #[schema(nullable = false)]
     warm_score_bands: Option<Vec<String>>,
+    #[schema(nullable = false)]
     preapproved_skip_review: Option<bool>,
     /// null: any time.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<SendingWindowView>)]
     sending_window: Option<Option<serde_json::Value>>,
     /// An IANA zone name.
+    #[schema(schema_with = crate::schema::time_zone_ref)]
     timezone: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>, format = Email)]

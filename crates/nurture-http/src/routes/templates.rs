@@ -62,9 +62,13 @@ struct CreateTemplate {
     /// Letters, digits, `-`, `_` and `.`; 1 to 255 characters.
     #[schema(min_length = 1, max_length = 255, pattern = r"^[A-Za-z0-9._-]+$")]
     id: String,
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     name: String,
+    /// Not blank.
+    #[schema(pattern = r"\S")]
     subject: String,
+    /// Not blank.
+    #[schema(pattern = r"\S")]
     body: String,
     #[serde(default)]
     html_body: Option<String>,
@@ -78,9 +82,13 @@ struct CreateTemplate {
 struct ReplaceTemplate {
     #[serde(default)]
     id: Option<String>,
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     name: String,
+    /// Not blank.
+    #[schema(pattern = r"\S")]
     subject: String,
+    /// Not blank.
+    #[schema(pattern = r"\S")]
     body: String,
     #[serde(default)]
     html_body: Option<String>,
@@ -100,6 +108,7 @@ struct ListQuery {
     #[param(minimum = 1, maximum = 1000, default = 50)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     cursor: Option<String>,
 }
 
@@ -144,7 +153,7 @@ async fn list_templates(
 
 /// One template.
 #[utoipa::path(get, path = "/v1/templates/{id}", tag = "templates",
-    params(("id" = String, Path, description = "The template's id")),
+    params(("id" = String, Path, description = "The template's id", min_length = 1, max_length = 255, pattern = r"^[A-Za-z0-9._-]+$")),
     responses((status = 200, description = "The template", body = TemplateView)))]
 async fn get_template(
     State(state): State<AppState>,
@@ -157,7 +166,7 @@ async fn get_template(
 
 /// Creates or replaces the template with this id (201 when created, 200 when replaced).
 #[utoipa::path(put, path = "/v1/templates/{id}", tag = "templates",
-    params(("id" = String, Path, description = "The template's id")),
+    params(("id" = String, Path, description = "The template's id", min_length = 1, max_length = 255, pattern = r"^[A-Za-z0-9._-]+$")),
     request_body = ReplaceTemplate,
     responses(
         (status = 200, description = "Replaced", body = TemplateView),
