@@ -65,6 +65,18 @@ const SESSION_SETUP: &str = "SET ROLE nurture_app; \
 /// How long `connect` waits for the server before reporting it unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long `/readyz`'s ping waits: a readiness probe must answer quickly, also when the pool
+/// would otherwise keep retrying a server that is gone.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The channel on which processes tell each other that work may have come due
+/// ([`Store::announce_due`], [`Store::listen_due`]).
+pub const DUE_CHANNEL: &str = "nurture_due";
+
+/// The listener's reconnection backoff: doubling from the first delay up to the cap.
+const LISTEN_BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const LISTEN_BACKOFF_CAP: Duration = Duration::from_secs(30);
+
 /// Constraint names the errors are mapped from (see the migrations).
 const ONE_LIVE_PER_LEAD: &str = "lead_nurture_enrollments_one_live_per_lead";
 const STEPS_NO_GAPS: &str = "lead_nurture_sequence_steps_no_gaps";
@@ -76,6 +88,20 @@ pub struct PgStore {
     options: PgConnectOptions,
     /// `postgres://user@host:port/db`, never the password: for messages.
     target: String,
+    /// The `LISTEN` tasks started by [`Store::listen_due`], stopped when the store is dropped.
+    listeners: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        let listeners = match self.listeners.get_mut() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for l in listeners.drain(..) {
+            l.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for PgStore {
@@ -192,6 +218,7 @@ impl PgStore {
             pool,
             options,
             target,
+            listeners: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -268,11 +295,126 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
+        tokio::time::timeout(PING_TIMEOUT, sqlx::query("SELECT 1").execute(&self.pool))
+            .await
+            .map_err(|_| {
+                Error::store(format!(
+                    "PostgreSQL at {} did not answer within {}s",
+                    self.target,
+                    PING_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// `NOTIFY nurture_due` (as `pg_notify`, outside any transaction, so it goes out at once):
+    /// every process that listens wakes its scheduler.
+    async fn announce_due(&self) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(DUE_CHANNEL)
             .execute(&self.pool)
             .await
             .map_err(db)?;
         Ok(())
+    }
+
+    /// `LISTEN nurture_due` on a connection of its own, in a background task that wakes `wake`
+    /// once per notification. The first `LISTEN` happens before this returns; when the
+    /// connection drops, the task reconnects with capped exponential backoff and wakes `wake`
+    /// once after reconnecting (announcements sent meanwhile were lost, so the scheduler looks
+    /// for itself). If the first attempt fails, the task keeps trying in the background and
+    /// the error is returned so the caller can say so. The task ends when the store is dropped.
+    async fn listen_due(&self, wake: std::sync::Arc<tokio::sync::Notify>) -> Result<()> {
+        // A pool of one connection that never expires: PgListener reconnects through it.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // LISTEN needs no privilege; the session still runs as the app role.
+                    sqlx::raw_sql("SET ROLE nurture_app").execute(&mut *conn).await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(self.options.clone());
+        let first = listen(&pool).await;
+        let (listener, outcome) = match first {
+            Ok(l) => (Some(l), Ok(())),
+            Err(e) => (
+                None,
+                Err(Error::store(format!(
+                    "cannot LISTEN on PostgreSQL at {}: {e}",
+                    self.target
+                ))),
+            ),
+        };
+        let task = tokio::spawn(listen_loop(pool, listener, wake));
+        match self.listeners.lock() {
+            Ok(mut l) => l.push(task.abort_handle()),
+            Err(poisoned) => poisoned.into_inner().push(task.abort_handle()),
+        }
+        outcome
+    }
+}
+
+/// A listener on [`DUE_CHANNEL`] that reports a lost connection (`try_recv` → `None`) instead
+/// of reconnecting by itself, so that reconnection goes through [`listen_loop`]'s backoff.
+async fn listen(pool: &PgPool) -> std::result::Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.eager_reconnect(false);
+    listener.listen(DUE_CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Wakes `wake` per notification; on a lost connection, listens again after a delay that
+/// doubles per failed attempt (up to [`LISTEN_BACKOFF_CAP`]) and wakes once when it succeeds.
+async fn listen_loop(
+    pool: PgPool,
+    mut listener: Option<sqlx::postgres::PgListener>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+) {
+    // A listener that could not start has failed once already: wait before the next try.
+    let mut failures = u32::from(listener.is_none());
+    loop {
+        let Some(l) = listener.as_mut() else {
+            if failures > 0 {
+                let delay = LISTEN_BACKOFF_FIRST
+                    .saturating_mul(2u32.saturating_pow(failures - 1))
+                    .min(LISTEN_BACKOFF_CAP);
+                tokio::time::sleep(delay).await;
+            }
+            match listen(&pool).await {
+                Ok(l) => {
+                    tracing::info!(channel = DUE_CHANNEL, "listening for due work again");
+                    failures = 0;
+                    listener = Some(l);
+                    // Announcements made while the connection was down are lost: look now.
+                    wake.notify_one();
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(error = %e, attempt = failures, "cannot LISTEN for due work; retrying");
+                }
+            }
+            continue;
+        };
+        match l.try_recv().await {
+            Ok(Some(_)) => wake.notify_one(),
+            Ok(None) => {
+                tracing::warn!("lost the LISTEN connection; reconnecting");
+                listener = None;
+                failures = 1;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN connection failed; reconnecting");
+                listener = None;
+                failures = 1;
+            }
+        }
     }
 }
 

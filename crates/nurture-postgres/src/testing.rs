@@ -20,6 +20,8 @@ pub struct TestDatabase {
     /// Options for the server's maintenance database, from which the test database is created
     /// and dropped.
     admin: PgConnectOptions,
+    /// The server's URL as given (`NURTURE_TEST_PG`), for [`TestDatabase::url`].
+    server_url: String,
     name: String,
 }
 
@@ -43,11 +45,21 @@ impl TestDatabase {
             .await
             .map_err(Error::store)?;
         let _ = conn.close().await;
-        Ok(TestDatabase { admin, name })
+        Ok(TestDatabase {
+            admin,
+            server_url: url,
+            name,
+        })
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A `postgres://` URL of this database (the test server's URL with the database name as
+    /// its path, query parameters kept): what a test passes to the `nurture` binary.
+    pub fn url(&self) -> String {
+        with_database(&self.server_url, &self.name)
     }
 
     /// Options that connect to this database as the test server's user.
@@ -99,5 +111,31 @@ impl Drop for TestDatabase {
                 self.name
             ),
         }
+    }
+}
+
+/// `url` with its path replaced by `/name` (the authority and any `?query` kept).
+fn with_database(url: &str, name: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let query = tail.find('?').map(|q| &tail[q..]).unwrap_or("");
+    format!("{scheme}://{authority}/{name}{query}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn a_test_database_url_keeps_the_server_and_its_parameters() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432", "t1"),
+            "postgres://postgres@127.0.0.1:5432/t1"
+        );
+        assert_eq!(
+            with_database("postgresql://u:p@db/postgres?sslmode=disable", "t1"),
+            "postgresql://u:p@db/t1?sslmode=disable"
+        );
     }
 }

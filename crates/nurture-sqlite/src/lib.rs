@@ -1310,30 +1310,15 @@ impl Tx for SqliteTx {
 
     async fn apply(&mut self, fx: &Effects) -> Result<()> {
         // Enrollment updates first: if one lost a race, nothing else of the batch is written.
-        let t = std::time::Instant::now();
         self.update_enrollments(&fx.enrollment_updates).await?;
-        let a = t.elapsed();
         self.insert_enrollments(&fx.new_enrollments).await?;
         self.upsert_approvals(&fx.new_approvals).await?;
         self.upsert_approvals(&fx.approval_updates).await?;
         self.upsert_tasks(&fx.new_tasks).await?;
         self.upsert_tasks(&fx.task_updates).await?;
-        let b = t.elapsed();
         self.insert_messages(&fx.messages).await?;
-        let c = t.elapsed();
         self.touch_outbound(&fx.lead_outbound).await?;
-        let d = t.elapsed();
         self.insert_activities(&fx.activities).await?;
-        if std::env::var("NURTURE_PROFILE").is_ok() {
-            eprintln!(
-                "upd {:?} ins {:?} msg {:?} touch {:?} act {:?}",
-                a,
-                b - a,
-                c - b,
-                d - c,
-                t.elapsed() - d
-            );
-        }
         Ok(())
     }
 }

@@ -220,7 +220,7 @@ async fn build(
                     segments: vec![format!("seg{}", k % SEQUENCES)],
                     attributes: serde_json::Map::new(),
                     owner_id: None,
-                    do_not_contact: k % 50 == 0,
+                    do_not_contact: k.is_multiple_of(50),
                     unsubscribed: false,
                     bounced: false,
                     last_reply_at: None,

@@ -66,7 +66,7 @@ impl Engine {
         floor: Timestamp,
         report: &mut BatchReport,
     ) -> Result<usize> {
-        let t0 = std::time::Instant::now();
+        let t0 = std::time::Instant::now(); // phase timings for the debug log
         let mut tx = self.begin(Scope::System).await?;
         let claimed = tx.claim_due(until, self.config.batch_size).await?;
         let t_claim = t0.elapsed();
@@ -208,16 +208,15 @@ impl Engine {
         tx.apply(&fx).await?;
         let t_apply = t0.elapsed();
         tx.commit().await?;
-        if std::env::var("NURTURE_PROFILE").is_ok() {
-            eprintln!(
-                "claim {:?} load {:?} plan {:?} apply {:?} commit {:?}",
-                t_claim,
-                t_load - t_claim,
-                t_plan - t_load,
-                t_apply - t_plan,
-                t0.elapsed() - t_apply
-            );
-        }
+        tracing::debug!(
+            steps = n,
+            claim_ms = t_claim.as_secs_f64() * 1e3,
+            load_ms = (t_load - t_claim).as_secs_f64() * 1e3,
+            plan_ms = (t_plan - t_load).as_secs_f64() * 1e3,
+            write_ms = (t_apply - t_plan).as_secs_f64() * 1e3,
+            commit_ms = (t0.elapsed() - t_apply).as_secs_f64() * 1e3,
+            "batch committed"
+        );
         report.steps += n as u64;
         report.batches += 1;
         Ok(n)
