@@ -336,7 +336,9 @@ impl Store for PgStore {
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
                     // LISTEN needs no privilege; the session still runs as the app role.
-                    sqlx::raw_sql("SET ROLE nurture_app").execute(&mut *conn).await?;
+                    sqlx::raw_sql("SET ROLE nurture_app")
+                        .execute(&mut *conn)
+                        .await?;
                     Ok(())
                 })
             })
