@@ -209,6 +209,9 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
+                    if std::env::var("XPLAIN").is_ok() {
+                        sqlx::raw_sql("LOAD 'auto_explain'; SET auto_explain.log_min_duration = 8; SET auto_explain.log_analyze = on; SET auto_explain.log_level = 'notice'; SET auto_explain.log_nested_statements = on").execute(&mut *conn).await?;
+                    }
                     sqlx::raw_sql(SESSION_SETUP).execute(&mut *conn).await?;
                     Ok(())
                 })
@@ -230,6 +233,23 @@ impl PgStore {
     /// `postgres://user@host:port/db`, without the password.
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// Refreshes the planner's statistics of every table (`ANALYZE`, as the tables' owner).
+    /// Autovacuum does this in the background; after a bulk load (a benchmark, an import) the
+    /// plans are only as good as the statistics, so a loader may call this rather than wait.
+    pub async fn analyze(&self) -> Result<()> {
+        let mut conn = self.owner_connection().await?;
+        sqlx::raw_sql(
+            "ANALYZE tenants, users, api_keys, idempotency_keys, leads, templates,
+               lead_nurture_sequences, lead_nurture_sequence_steps, lead_nurture_enrollments,
+               approvals, tasks, messages, activities",
+        )
+            .execute(&mut conn)
+            .await
+            .map_err(db)?;
+        let _ = conn.close().await;
+        Ok(())
     }
 
     /// A connection as the connecting user (no `SET ROLE`): the owner of the tables.
@@ -1330,9 +1350,12 @@ impl Tx for PgTx {
                 .push_bind(bands.to_vec())
                 .push("::text[])");
         }
+        // `OFFSET 0` keeps the check a per-lead probe of the one-live-per-lead index. As a
+        // join, the planner may scan every enrollment of the tenant once per lead when its
+        // statistics are stale (a bulk load that autovacuum has not analyzed yet): quadratic.
         qb.push(
             " AND NOT EXISTS (SELECT 1 FROM lead_nurture_enrollments e WHERE e.tenant_id = l.tenant_id
-               AND e.lead_id = l.id AND e.status IN ('active', 'paused'))",
+               AND e.lead_id = l.id AND e.status IN ('active', 'paused') OFFSET 0)",
         );
         qb.push(" ORDER BY l.id LIMIT ").push_bind(limit as i64);
         let rows = self.fetch_all(&mut qb).await?;

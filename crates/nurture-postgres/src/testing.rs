@@ -1,6 +1,7 @@
-//! Throwaway databases for test suites (this crate's tests and the behaviour suite): each test
-//! gets a fresh database on the server named by `NURTURE_TEST_PG`, dropped when the guard is
-//! dropped — also when the test panics, since the guard is dropped while unwinding.
+//! Throwaway databases for test suites (this crate's tests, the behaviour suite, the binary's
+//! tests) and for `nurture bench`: each gets a fresh database on a server (for tests, the one
+//! `NURTURE_TEST_PG` names), dropped when the guard is dropped — also when a test panics, since
+//! the guard is dropped while unwinding.
 
 use std::str::FromStr;
 
@@ -29,13 +30,33 @@ impl TestDatabase {
     /// Creates `nurture_test_<uuid>` on the test server.
     pub async fn create() -> Result<TestDatabase> {
         let url = std::env::var(TEST_URL_VAR).unwrap_or_else(|_| DEFAULT_TEST_URL.to_string());
-        let admin = PgConnectOptions::from_str(&url).map_err(|e| {
-            Error::store(format!("{TEST_URL_VAR}={}: {e}", crate::redact_url(&url)))
+        Self::create_on(&url, "nurture_test").await
+    }
+
+    /// Creates `<prefix>_<uuid>` on the server `url` names (`prefix`: letters, digits and
+    /// underscores).
+    pub async fn create_on(url: &str, prefix: &str) -> Result<TestDatabase> {
+        let admin = PgConnectOptions::from_str(url).map_err(|e| {
+            Error::invalid(
+                "database",
+                format!("{} is not a PostgreSQL URL: {e}", crate::redact_url(url)),
+            )
         })?;
-        let name = format!("nurture_test_{}", uuid::Uuid::now_v7().simple());
+        if prefix.is_empty()
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Error::invalid(
+                "prefix",
+                "letters, digits and underscores only",
+            ));
+        }
+        let url = url.to_string();
+        let name = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
         let mut conn = PgConnection::connect_with(&admin).await.map_err(|e| {
             Error::store(format!(
-                "cannot reach the test server {}: {e}",
+                "cannot reach the server {}: {e}",
                 crate::redact_url(&url)
             ))
         })?;
@@ -60,6 +81,12 @@ impl TestDatabase {
     /// its path, query parameters kept): what a test passes to the `nurture` binary.
     pub fn url(&self) -> String {
         with_database(&self.server_url, &self.name)
+    }
+
+    /// Options that connect to the server's maintenance database (the one the test server's
+    /// URL names), e.g. for `ALTER DATABASE` on this one.
+    pub fn server_options(&self) -> PgConnectOptions {
+        self.admin.clone()
     }
 
     /// Options that connect to this database as the test server's user.

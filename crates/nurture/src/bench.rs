@@ -3,11 +3,17 @@
 //! durable step executions, each the full procedure (reload and re-check the lead, exits, cap
 //! and window, render, outbox row, activity rows, pointer). It prints figures; nothing asserts
 //! them.
+//!
+//! SQLite (the default): a temporary file, one scheduler. PostgreSQL (`--backend postgres`,
+//! issue #4): a fresh database `nurture_bench_<id>` on the server `NURTURE_BENCH_PG` names
+//! (default `postgres://postgres@127.0.0.1:5432`), dropped afterwards, and `--workers N`
+//! schedulers, each an engine with its own connection pool, draining the same due set at once
+//! as N worker processes would.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use jiff::{SignedDuration, Timestamp};
 use nurture_core::clock::ManualClock;
 use nurture_core::domain::*;
@@ -24,12 +30,18 @@ const SEQUENCES: usize = 10;
 /// Leads written per transaction while building the database.
 const INSERT_CHUNK: usize = 20_000;
 
+/// The variable naming the PostgreSQL server `--backend postgres` measures on.
+const BENCH_PG_VAR: &str = "NURTURE_BENCH_PG";
+const DEFAULT_BENCH_PG: &str = "postgres://postgres@127.0.0.1:5432";
+
 #[derive(Debug, Serialize)]
 struct Figures {
     backend: &'static str,
     leads: u32,
     sequences: usize,
     batch_size: u32,
+    /// Schedulers draining the due set at once (always 1 on SQLite, which has one writer).
+    workers: u32,
     setup_seconds: f64,
     enrolled: u64,
     enroll_pass_seconds: f64,
@@ -60,9 +72,24 @@ fn peak_rss_mb() -> f64 {
 }
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    if args.backend == Backend::Postgres {
-        bail!("the PostgreSQL backend is not part of this build yet (issue #4)");
+    let figures = match args.backend {
+        Backend::Sqlite => {
+            if args.workers != 1 {
+                bail!("--workers: SQLite has one writer, so its bench runs one scheduler");
+            }
+            sqlite(args).await?
+        }
+        Backend::Postgres => postgres(args).await?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&figures)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
     }
+    Ok(())
+}
+
+async fn sqlite(args: &BenchArgs) -> anyhow::Result<Figures> {
     let tmp;
     let dir = match &args.dir {
         Some(d) => {
@@ -77,20 +104,55 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let path = dir.join(format!("bench-{}.db", new_id().simple()));
     let url = format!("sqlite://{}", path.display());
     let store = crate::ready_store(&url).await?;
-    let figures = measure(store, args).await;
+    let figures = measure(store, args, |_| async { Ok(()) }, Vec::new()).await;
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
-    let figures = figures?;
-    if args.json {
-        println!("{}", serde_json::to_string(&figures)?);
-    } else {
-        println!("{}", serde_json::to_string_pretty(&figures)?);
-    }
-    Ok(())
+    figures
 }
 
-async fn measure(store: Arc<dyn Store>, args: &BenchArgs) -> anyhow::Result<Figures> {
+/// Creates `nurture_bench_<id>` on the bench server, measures on it with `--workers` stores,
+/// and drops it again (also when the measurement fails: the guard drops it).
+async fn postgres(args: &BenchArgs) -> anyhow::Result<Figures> {
+    use nurture_postgres::PgStore;
+    use nurture_postgres::testing::TestDatabase;
+
+    if args.workers == 0 {
+        bail!("--workers: at least one");
+    }
+    let url = std::env::var(BENCH_PG_VAR).unwrap_or_else(|_| DEFAULT_BENCH_PG.to_string());
+    let db = TestDatabase::create_on(&url, "nurture_bench")
+        .await
+        .with_context(|| format!("{BENCH_PG_VAR}: cannot create the bench database"))?;
+    let store = Arc::new(db.store().await?);
+    let mut workers: Vec<Arc<dyn Store>> = Vec::new();
+    for _ in 0..args.workers {
+        workers.push(Arc::new(PgStore::connect_with(db.options()).await?));
+    }
+    // After the bulk load, as a loader would (autovacuum would, a minute later): the planner's
+    // statistics, so that the sweep and the claims are planned for the real table sizes.
+    let analyze = {
+        let store = store.clone();
+        move |_| async move { store.analyze().await.map_err(anyhow::Error::from) }
+    };
+    let figures = measure(store, args, analyze, workers).await;
+    drop(db);
+    figures
+}
+
+/// Builds the data on `store`, calls `loaded` (counted as setup), times one sweep, then times
+/// both rounds of steps. The steps run on `store`'s engine alone when `workers` is empty (the
+/// SQLite figure), otherwise on one engine per store in `workers`, all at once.
+async fn measure<F, Fut>(
+    store: Arc<dyn Store>,
+    args: &BenchArgs,
+    loaded: F,
+    workers: Vec<Arc<dyn Store>>,
+) -> anyhow::Result<Figures>
+where
+    F: FnOnce(()) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let t0: Timestamp = "2026-03-02T10:00:00Z".parse()?;
     let clock = Arc::new(ManualClock::new(t0));
     let engine =
@@ -106,11 +168,24 @@ async fn measure(store: Arc<dyn Store>, args: &BenchArgs) -> anyhow::Result<Figu
 
     let setup = Instant::now();
     build(&engine, store.as_ref(), p, args.leads, t0).await?;
+    loaded(()).await?;
     let setup_seconds = setup.elapsed().as_secs_f64();
 
     let pass = Instant::now();
     let enrolled = engine.sweep(t0).await?;
     let enroll_pass_seconds = pass.elapsed().as_secs_f64();
+
+    let config = SchedulerConfig {
+        batch_size: args.batch_size,
+        ..Default::default()
+    };
+    let schedulers: Vec<Arc<Engine>> = workers
+        .into_iter()
+        .map(|w| {
+            Arc::new(Engine::with_manual_clock(w, clock.clone()).with_config(config.clone()))
+        })
+        .collect();
+    let n_workers = schedulers.len().max(1) as u32;
 
     let mut round_steps_per_sec = [0.0; 2];
     let mut steps = 0;
@@ -122,15 +197,31 @@ async fn measure(store: Arc<dyn Store>, args: &BenchArgs) -> anyhow::Result<Figu
     {
         clock.set(at);
         let started = Instant::now();
-        let report = engine.run_due(at, at).await?;
+        let reports = if schedulers.is_empty() {
+            vec![engine.run_due(at, at).await?]
+        } else {
+            // Every scheduler drains the same due set at once, as worker processes would.
+            let tasks: Vec<_> = schedulers
+                .iter()
+                .map(|s| {
+                    let s = s.clone();
+                    tokio::spawn(async move { s.run_due(at, at).await })
+                })
+                .collect();
+            let mut reports = Vec::new();
+            for t in tasks {
+                reports.push(t.await??);
+            }
+            reports
+        };
         let secs = started.elapsed().as_secs_f64();
-        round_steps_per_sec[round] = report.steps as f64 / secs;
-        steps += report.steps;
-        messages += report
-            .outcomes
-            .get("email:nurture_step_executed")
-            .copied()
-            .unwrap_or(0);
+        let round_steps: u64 = reports.iter().map(|r| r.steps).sum();
+        round_steps_per_sec[round] = round_steps as f64 / secs;
+        steps += round_steps;
+        messages += reports
+            .iter()
+            .filter_map(|r| r.outcomes.get("email:nurture_step_executed"))
+            .sum::<u64>();
         step_seconds += secs;
     }
     Ok(Figures {
@@ -138,6 +229,7 @@ async fn measure(store: Arc<dyn Store>, args: &BenchArgs) -> anyhow::Result<Figu
         leads: args.leads,
         sequences: SEQUENCES,
         batch_size: args.batch_size,
+        workers: n_workers,
         setup_seconds,
         enrolled,
         enroll_pass_seconds,

@@ -157,6 +157,7 @@ async fn every_step_runs_exactly_once(kill_one: bool) {
             let status = victim.wait().await.unwrap();
             use std::os::unix::process::ExitStatusExt;
             assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+            eprintln!("killed one worker at {messages} of {LEADS} messages");
             killed_at = Some(messages);
         }
         if messages == LEADS as i64 && count(&mut conn, DUE).await == 0 {

@@ -4,7 +4,9 @@
 use jiff::Timestamp;
 use serde_json::json;
 
-use super::steps::{self, advance, exit, log, mandatory_exit, pause, save, send, send_time};
+use super::steps::{
+    self, advance, exit, log, mandatory_exit, pause, resume_and_advance, save, send, send_time,
+};
 use super::{Engine, Principal};
 use crate::domain::*;
 use crate::error::{Error, FieldError, Result};
@@ -1163,15 +1165,7 @@ impl Engine {
                 now,
                 json!({ "reason": "approval_rejected", "channel": "email" }),
             );
-            log(
-                &mut fx,
-                &e,
-                ActivityType::NurtureResumed,
-                Some(e.current_step_order),
-                now,
-                json!({ "reason": "rejected" }),
-            );
-            advance(&mut fx, e, &sequence, now);
+            resume_and_advance(&mut fx, e, &sequence, "rejected", now);
         }
         tx.apply(&fx).await?;
         tx.commit().await?;
@@ -1233,15 +1227,7 @@ impl Engine {
                 .get_sequence(p.tenant_id, e.sequence_id)
                 .await?
                 .ok_or(Error::NotFound("sequence"))?;
-            log(
-                &mut fx,
-                &e,
-                ActivityType::NurtureResumed,
-                Some(e.current_step_order),
-                now,
-                json!({ "reason": "task_done" }),
-            );
-            advance(&mut fx, e, &sequence, now);
+            resume_and_advance(&mut fx, e, &sequence, "task_done", now);
         }
         tx.apply(&fx).await?;
         tx.commit().await?;

@@ -148,6 +148,25 @@ pub fn advance(
     e
 }
 
+/// A paused enrollment goes on: `nurture_resumed` with the reason, then step 6.
+pub fn resume_and_advance(
+    fx: &mut Effects,
+    e: Enrollment,
+    sequence: &Sequence,
+    reason: &str,
+    now: Timestamp,
+) -> Enrollment {
+    log(
+        fx,
+        &e,
+        ActivityType::NurtureResumed,
+        Some(e.current_step_order),
+        now,
+        json!({ "reason": reason }),
+    );
+    advance(fx, e, sequence, now)
+}
+
 fn complete(fx: &mut Effects, e: &mut Enrollment, now: Timestamp) {
     e.status = EnrollmentStatus::Completed;
     e.next_step_on = None;
