@@ -245,9 +245,9 @@ impl PgStore {
                lead_nurture_sequences, lead_nurture_sequence_steps, lead_nurture_enrollments,
                approvals, tasks, messages, activities",
         )
-            .execute(&mut conn)
-            .await
-            .map_err(db)?;
+        .execute(&mut conn)
+        .await
+        .map_err(db)?;
         let _ = conn.close().await;
         Ok(())
     }
@@ -621,7 +621,7 @@ impl PgTx {
                 status = v.status::nurture_enrollment_status, next_step_on = v.next_step_on,
                 exit_reason = v.exit_reason, paused_reason = v.paused_reason,
                 approved_approval_id = v.approved_approval_id, ended_at = v.ended_at, updated_at = v.updated_at,
-                version = v.version, claimed_until = NULL
+                version = v.version
              FROM unnest($1::uuid[], $2::uuid[], $3::int8[], $4::int4[], $5::text[], $6::timestamptz[], $7::text[],
                          $8::text[], $9::uuid[], $10::timestamptz[], $11::timestamptz[], $12::int8[])
                AS v(tenant_id, id, expected, current_step_order, status, next_step_on, exit_reason, paused_reason,
@@ -1507,22 +1507,19 @@ impl Tx for PgTx {
 
     /// Claims due enrollments for this transaction: `FOR UPDATE SKIP LOCKED` locks the rows
     /// and passes over any that another worker holds, so concurrent workers get disjoint
-    /// batches without waiting for each other. The locks are the claim: they last until this
-    /// transaction ends (or its session dies, see `SESSION_SETUP`). The `claimed_until` stamp
-    /// mirrors SQLite's and is cleared by the batch's write.
+    /// batches without waiting for each other. The row locks are the claim: they last until
+    /// this transaction ends, or until its session does (a worker that dies, or hangs past the
+    /// lease, see `SESSION_SETUP`). Nothing is written to claim: stamping the rows would write
+    /// every claimed enrollment twice per step (SQLite's `claimed_until` column stays NULL here).
     async fn claim_due(&mut self, until: Timestamp, limit: u32) -> Result<Vec<Enrollment>> {
         let rows = sqlx::query(
-            "WITH due AS (
-               SELECT e.tenant_id, e.id FROM lead_nurture_enrollments e
-               WHERE e.status = 'active' AND e.next_step_on <= $1
-                 AND EXISTS (SELECT 1 FROM lead_nurture_sequences s
-                             WHERE s.tenant_id = e.tenant_id AND s.id = e.sequence_id AND s.status = 'active')
-               ORDER BY e.next_step_on, e.id
-               LIMIT $2
-               FOR UPDATE OF e SKIP LOCKED)
-             UPDATE lead_nurture_enrollments AS e SET claimed_until = $1
-             FROM due WHERE e.tenant_id = due.tenant_id AND e.id = due.id
-             RETURNING e.*",
+            "SELECT e.* FROM lead_nurture_enrollments e
+             WHERE e.status = 'active' AND e.next_step_on <= $1
+               AND EXISTS (SELECT 1 FROM lead_nurture_sequences s
+                           WHERE s.tenant_id = e.tenant_id AND s.id = e.sequence_id AND s.status = 'active')
+             ORDER BY e.next_step_on, e.id
+             LIMIT $2
+             FOR UPDATE OF e SKIP LOCKED",
         )
         .bind(ts(until))
         .bind(limit as i64)
@@ -1530,7 +1527,8 @@ impl Tx for PgTx {
         .await
         .map_err(db)?;
         let mut claimed = rows.iter().map(enrollment).collect::<Result<Vec<_>>>()?;
-        // RETURNING order is unspecified; the batch runs oldest due first.
+        // Oldest due first (the order is the query's; sorting again costs nothing and keeps
+        // the batch's order independent of the plan).
         claimed.sort_by_key(|e| (e.next_step_on, e.id));
         Ok(claimed)
     }

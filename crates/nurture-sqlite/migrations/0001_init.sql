@@ -1,19 +1,19 @@
 -- Nurture on SQLite: the first schema. Released migrations are never edited; add a new file.
 --
--- Conventions: ids are UUID text (v7, so they sort by creation); instants are INTEGER
+-- Conventions: ids are UUIDs as 16-byte BLOBs (v7, so they sort by creation); instants are INTEGER
 -- microseconds since the Unix epoch (UTC); JSON columns hold JSON text; enums are TEXT with a
 -- CHECK listing the values. Every table but tenants carries tenant_id in its key.
 
 CREATE TABLE tenants (
-    id          TEXT PRIMARY KEY,
+    id          BLOB PRIMARY KEY,
     name        TEXT NOT NULL,
     settings    TEXT NOT NULL,
     created_at  INTEGER NOT NULL
 );
 
 CREATE TABLE users (
-    tenant_id     TEXT NOT NULL REFERENCES tenants (id),
-    id            TEXT NOT NULL,
+    tenant_id     BLOB NOT NULL REFERENCES tenants (id),
+    id            BLOB NOT NULL,
     email         TEXT NOT NULL,
     role          TEXT NOT NULL CHECK (role IN ('admin', 'editor', 'approver', 'viewer')),
     password_hash TEXT,
@@ -23,9 +23,9 @@ CREATE TABLE users (
 );
 
 CREATE TABLE api_keys (
-    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
-    id          TEXT NOT NULL,
-    user_id     TEXT NOT NULL,
+    tenant_id   BLOB NOT NULL REFERENCES tenants (id),
+    id          BLOB NOT NULL,
+    user_id     BLOB NOT NULL,
     prefix      TEXT NOT NULL UNIQUE,
     hash        BLOB NOT NULL,
     created_at  INTEGER NOT NULL,
@@ -34,7 +34,7 @@ CREATE TABLE api_keys (
 );
 
 CREATE TABLE idempotency_keys (
-    tenant_id     TEXT NOT NULL REFERENCES tenants (id),
+    tenant_id     BLOB NOT NULL REFERENCES tenants (id),
     key           TEXT NOT NULL,
     request_hash  BLOB NOT NULL,
     status        INTEGER NOT NULL,
@@ -44,8 +44,8 @@ CREATE TABLE idempotency_keys (
 );
 
 CREATE TABLE leads (
-    tenant_id             TEXT NOT NULL REFERENCES tenants (id),
-    id                    TEXT NOT NULL,
+    tenant_id             BLOB NOT NULL REFERENCES tenants (id),
+    id                    BLOB NOT NULL,
     email                 TEXT NOT NULL,
     first_name            TEXT,
     last_name             TEXT,
@@ -56,7 +56,7 @@ CREATE TABLE leads (
     score_band            TEXT,
     segments              TEXT NOT NULL,
     attributes            TEXT NOT NULL,
-    owner_id              TEXT,
+    owner_id              BLOB,
     do_not_contact        INTEGER NOT NULL,
     unsubscribed          INTEGER NOT NULL,
     bounced               INTEGER NOT NULL,
@@ -70,7 +70,7 @@ CREATE TABLE leads (
 );
 
 CREATE TABLE templates (
-    tenant_id     TEXT NOT NULL REFERENCES tenants (id),
+    tenant_id     BLOB NOT NULL REFERENCES tenants (id),
     id            TEXT NOT NULL,
     name          TEXT NOT NULL,
     subject       TEXT NOT NULL,
@@ -83,13 +83,13 @@ CREATE TABLE templates (
 );
 
 CREATE TABLE lead_nurture_sequences (
-    tenant_id    TEXT NOT NULL REFERENCES tenants (id),
-    id           TEXT NOT NULL,
+    tenant_id    BLOB NOT NULL REFERENCES tenants (id),
+    id           BLOB NOT NULL,
     name         TEXT NOT NULL,
     status       TEXT NOT NULL CHECK (status IN ('draft', 'active', 'paused', 'archived')),
     entry_rules  TEXT,
     exit_rules   TEXT NOT NULL,
-    created_by   TEXT NOT NULL,
+    created_by   BLOB NOT NULL,
     priority     INTEGER NOT NULL DEFAULT 0,
     version      INTEGER NOT NULL,
     created_at   INTEGER NOT NULL,
@@ -99,8 +99,8 @@ CREATE TABLE lead_nurture_sequences (
 );
 
 CREATE TABLE lead_nurture_sequence_steps (
-    tenant_id                TEXT NOT NULL,
-    sequence_id              TEXT NOT NULL,
+    tenant_id                BLOB NOT NULL,
+    sequence_id              BLOB NOT NULL,
     step_order               INTEGER NOT NULL CHECK (step_order >= 1),
     channel                  TEXT NOT NULL CHECK (channel IN ('email', 'task', 'call_reminder', 'wait')),
     delay_hours              INTEGER NOT NULL CHECK (delay_hours >= 0),
@@ -123,10 +123,10 @@ BEGIN
 END;
 
 CREATE TABLE lead_nurture_enrollments (
-    tenant_id             TEXT NOT NULL,
-    id                    TEXT NOT NULL,
-    lead_id               TEXT NOT NULL,
-    sequence_id           TEXT NOT NULL,
+    tenant_id             BLOB NOT NULL,
+    id                    BLOB NOT NULL,
+    lead_id               BLOB NOT NULL,
+    sequence_id           BLOB NOT NULL,
     current_step_order    INTEGER NOT NULL CHECK (current_step_order >= 1),
     status                TEXT NOT NULL CHECK (status IN ('active', 'paused', 'completed', 'exited')),
     source                TEXT NOT NULL CHECK (source IN ('manual', 'auto')),
@@ -134,7 +134,7 @@ CREATE TABLE lead_nurture_enrollments (
     next_step_on          INTEGER,
     exit_reason           TEXT,
     paused_reason         TEXT CHECK (paused_reason IN ('awaiting_approval', 'awaiting_task', 'manual')),
-    approved_approval_id  TEXT,
+    approved_approval_id  BLOB,
     claimed_until         INTEGER,
     ended_at              INTEGER,
     updated_at            INTEGER NOT NULL,
@@ -159,11 +159,11 @@ CREATE INDEX lead_nurture_enrollments_ended
     ON lead_nurture_enrollments (tenant_id, ended_at) WHERE ended_at IS NOT NULL;
 
 CREATE TABLE approvals (
-    tenant_id        TEXT NOT NULL,
-    id               TEXT NOT NULL,
-    enrollment_id    TEXT NOT NULL,
-    lead_id          TEXT NOT NULL,
-    sequence_id      TEXT NOT NULL,
+    tenant_id        BLOB NOT NULL,
+    id               BLOB NOT NULL,
+    enrollment_id    BLOB NOT NULL,
+    lead_id          BLOB NOT NULL,
+    sequence_id      BLOB NOT NULL,
     step_order       INTEGER NOT NULL,
     template_id      TEXT,
     subject          TEXT NOT NULL,
@@ -171,7 +171,7 @@ CREATE TABLE approvals (
     html_body        TEXT,
     author           TEXT NOT NULL CHECK (author IN ('template', 'agent')),
     status           TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'rejected', 'cancelled')),
-    decided_by       TEXT,
+    decided_by       BLOB,
     decided_at       INTEGER,
     decision_reason  TEXT,
     created_at       INTEGER NOT NULL,
@@ -183,14 +183,14 @@ CREATE INDEX approvals_by_status ON approvals (tenant_id, status, id);
 CREATE INDEX approvals_by_enrollment ON approvals (tenant_id, enrollment_id);
 
 CREATE TABLE tasks (
-    tenant_id      TEXT NOT NULL,
-    id             TEXT NOT NULL,
-    enrollment_id  TEXT NOT NULL,
-    lead_id        TEXT NOT NULL,
-    sequence_id    TEXT NOT NULL,
+    tenant_id      BLOB NOT NULL,
+    id             BLOB NOT NULL,
+    enrollment_id  BLOB NOT NULL,
+    lead_id        BLOB NOT NULL,
+    sequence_id    BLOB NOT NULL,
     step_order     INTEGER NOT NULL,
     channel        TEXT NOT NULL CHECK (channel IN ('task', 'call_reminder')),
-    assignee_id    TEXT,
+    assignee_id    BLOB,
     title          TEXT NOT NULL,
     status         TEXT NOT NULL CHECK (status IN ('open', 'done', 'cancelled')),
     due_at         INTEGER NOT NULL,
@@ -203,11 +203,11 @@ CREATE INDEX tasks_by_status ON tasks (tenant_id, status, id);
 CREATE INDEX tasks_by_enrollment ON tasks (tenant_id, enrollment_id);
 
 CREATE TABLE messages (
-    tenant_id        TEXT NOT NULL,
-    id               TEXT NOT NULL,
-    enrollment_id    TEXT,
-    lead_id          TEXT NOT NULL,
-    sequence_id      TEXT,
+    tenant_id        BLOB NOT NULL,
+    id               BLOB NOT NULL,
+    enrollment_id    BLOB,
+    lead_id          BLOB NOT NULL,
+    sequence_id      BLOB,
     step_order       INTEGER,
     to_address       TEXT NOT NULL,
     subject          TEXT NOT NULL,
@@ -233,17 +233,18 @@ CREATE INDEX messages_by_lead ON messages (tenant_id, lead_id, created_at);
 CREATE INDEX messages_by_status ON messages (tenant_id, status, id);
 
 CREATE TABLE activities (
-    tenant_id      TEXT NOT NULL,
-    id             TEXT NOT NULL,
+    tenant_id      BLOB NOT NULL,
+    id             BLOB NOT NULL,
     type           TEXT NOT NULL,
-    lead_id        TEXT NOT NULL,
-    enrollment_id  TEXT,
-    sequence_id    TEXT,
+    lead_id        BLOB NOT NULL,
+    enrollment_id  BLOB,
+    sequence_id    BLOB,
     step_order     INTEGER,
     at             INTEGER NOT NULL,
     details        TEXT NOT NULL,
     -- Clustered in time order: the tenant's log reads in order without a separate index.
     PRIMARY KEY (tenant_id, at, id)
 ) WITHOUT ROWID;
+-- Also serves the per-enrollment log: an enrollment belongs to one lead, so a query for it
+-- names its lead too (a second index would cost a b-tree write per activity).
 CREATE INDEX activities_by_lead ON activities (tenant_id, lead_id, at, id);
-CREATE INDEX activities_by_enrollment ON activities (tenant_id, enrollment_id, at, id);

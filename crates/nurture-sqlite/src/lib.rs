@@ -81,6 +81,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30))
+            // Rows cross from SQLite's worker thread in a bounded channel; at the default of 50 a
+            // batch of 1,000 rows meant twenty thread hand-offs per query.
+            .row_buffer_size(8192)
             .pragma("cache_size", "-65536")
             .pragma("temp_store", "memory")
             // Checkpoints run on their own connection (below), not inside a writer's commit.
@@ -132,7 +135,7 @@ pub struct SqliteTx {
 
 /// A JSON array of [tenant, id] pairs, for `json_each` joins.
 fn pairs_json(keys: &[(Uuid, Uuid)]) -> String {
-    let v: Vec<[String; 2]> = keys.iter().map(|(t, i)| [id(*t), id(*i)]).collect();
+    let v: Vec<[String; 2]> = keys.iter().map(|(t, i)| [hex_id(*t), hex_id(*i)]).collect();
     serde_json::to_string(&v).expect("strings serialize")
 }
 
@@ -158,10 +161,10 @@ fn bad_cursor() -> Error {
 }
 
 /// An id-ordered list's key.
-fn id_after(page: &Page) -> Result<Option<String>> {
+fn id_after(page: &Page) -> Result<Option<Uuid>> {
     page.after
         .as_deref()
-        .map(|a| Uuid::parse_str(a).map(id).map_err(|_| bad_cursor()))
+        .map(|a| Uuid::parse_str(a).map_err(|_| bad_cursor()))
         .transpose()
 }
 
@@ -184,7 +187,7 @@ impl SqliteTx {
         let keys: Vec<(Uuid, Uuid)> = seqs.iter().map(|s| (s.tenant_id, s.id)).collect();
         let rows = sqlx::query(
             "SELECT s.* FROM json_each(?) j JOIN lead_nurture_sequence_steps s
-               ON s.tenant_id = j.value ->> 0 AND s.sequence_id = j.value ->> 1
+               ON s.tenant_id = unhex(j.value ->> 0) AND s.sequence_id = unhex(j.value ->> 1)
              ORDER BY s.sequence_id, s.step_order",
         )
         .bind(pairs_json(&keys))
@@ -670,9 +673,9 @@ impl Tx for SqliteTx {
         &mut self,
         tenants: &[TenantId],
     ) -> Result<HashMap<(TenantId, TemplateId), Template>> {
-        let ids: Vec<String> = tenants.iter().map(|t| id(*t)).collect();
+        let ids: Vec<String> = tenants.iter().map(|t| hex_id(*t)).collect();
         let rows = sqlx::query(
-            "SELECT * FROM templates WHERE tenant_id IN (SELECT value FROM json_each(?))",
+            "SELECT * FROM templates WHERE tenant_id IN (SELECT unhex(value) FROM json_each(?))",
         )
         .bind(serde_json::to_string(&ids).expect("strings serialize"))
         .fetch_all(self.conn())
@@ -763,7 +766,7 @@ impl Tx for SqliteTx {
             .map_err(db)?;
         let mut items = rows.iter().map(sequence).collect::<Result<Vec<_>>>()?;
         self.steps_for(&mut items).await?;
-        Ok(page_of(items, page, |s| id(s.id)))
+        Ok(page_of(items, page, |s| s.id.to_string()))
     }
 
     async fn sequences_by_id(
@@ -771,7 +774,7 @@ impl Tx for SqliteTx {
         keys: &[(TenantId, SequenceId)],
     ) -> Result<HashMap<SequenceId, Sequence>> {
         let rows = sqlx::query(
-            "SELECT s.* FROM json_each(?) j JOIN lead_nurture_sequences s ON s.tenant_id = j.value ->> 0 AND s.id = j.value ->> 1",
+            "SELECT s.* FROM json_each(?) j JOIN lead_nurture_sequences s ON s.tenant_id = unhex(j.value ->> 0) AND s.id = unhex(j.value ->> 1)",
         )
         .bind(pairs_json(keys))
         .fetch_all(self.conn())
@@ -908,7 +911,7 @@ impl Tx for SqliteTx {
     }
 
     async fn leads_by_id(&mut self, keys: &[(TenantId, LeadId)]) -> Result<HashMap<LeadId, Lead>> {
-        let rows = sqlx::query("SELECT l.* FROM json_each(?) j JOIN leads l ON l.tenant_id = j.value ->> 0 AND l.id = j.value ->> 1")
+        let rows = sqlx::query("SELECT l.* FROM json_each(?) j JOIN leads l ON l.tenant_id = unhex(j.value ->> 0) AND l.id = unhex(j.value ->> 1)")
             .bind(pairs_json(keys))
             .fetch_all(self.conn())
             .await
@@ -954,7 +957,7 @@ impl Tx for SqliteTx {
     ) -> Result<HashMap<LeadId, Vec<Timestamp>>> {
         let rows = sqlx::query(
             "SELECT m.lead_id, m.created_at FROM json_each(?) j JOIN messages m
-               ON m.tenant_id = j.value ->> 0 AND m.lead_id = j.value ->> 1 AND m.created_at > ?",
+               ON m.tenant_id = unhex(j.value ->> 0) AND m.lead_id = unhex(j.value ->> 1) AND m.created_at > ?",
         )
         .bind(pairs_json(leads))
         .bind(ts(since))
@@ -1064,7 +1067,7 @@ impl Tx for SqliteTx {
             .push_bind(page.limit as i64 + 1);
         let rows = self.fetch_all(&mut qb).await?;
         let items = rows.iter().map(enrollment).collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page, |e| id(e.id)))
+        Ok(page_of(items, page, |e| e.id.to_string()))
     }
 
     async fn live_enrollments_of_sequence(
@@ -1165,14 +1168,14 @@ impl Tx for SqliteTx {
             .push_bind(page.limit as i64 + 1);
         let rows = self.fetch_all(&mut qb).await?;
         let items = rows.iter().map(approval).collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page, |a| id(a.id)))
+        Ok(page_of(items, page, |a| a.id.to_string()))
     }
 
     async fn approvals_by_id(
         &mut self,
         keys: &[(TenantId, ApprovalId)],
     ) -> Result<HashMap<ApprovalId, Approval>> {
-        let rows = sqlx::query("SELECT a.* FROM json_each(?) j JOIN approvals a ON a.tenant_id = j.value ->> 0 AND a.id = j.value ->> 1")
+        let rows = sqlx::query("SELECT a.* FROM json_each(?) j JOIN approvals a ON a.tenant_id = unhex(j.value ->> 0) AND a.id = unhex(j.value ->> 1)")
             .bind(pairs_json(keys))
             .fetch_all(self.conn())
             .await
@@ -1210,7 +1213,7 @@ impl Tx for SqliteTx {
             .push_bind(page.limit as i64 + 1);
         let rows = self.fetch_all(&mut qb).await?;
         let items = rows.iter().map(task).collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page, |t| id(t.id)))
+        Ok(page_of(items, page, |t| t.id.to_string()))
     }
 
     async fn open_work(
@@ -1268,7 +1271,7 @@ impl Tx for SqliteTx {
             .push_bind(page.limit as i64 + 1);
         let rows = self.fetch_all(&mut qb).await?;
         let items = rows.iter().map(message).collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page, |m| id(m.id)))
+        Ok(page_of(items, page, |m| m.id.to_string()))
     }
 
     async fn list_activities(
@@ -1283,7 +1286,15 @@ impl Tx for SqliteTx {
             qb.push(" AND lead_id = ").push_bind(id(l));
         }
         if let Some(e) = f.enrollment_id {
+            // Reaches the rows through activities_by_lead: the enrollment's lead.
             qb.push(" AND enrollment_id = ").push_bind(id(e));
+            qb.push(
+                " AND lead_id = (SELECT lead_id FROM lead_nurture_enrollments WHERE tenant_id = ",
+            )
+            .push_bind(id(tenant))
+            .push(" AND id = ")
+            .push_bind(id(e))
+            .push(")");
         }
         if let Some(t) = f.activity_type {
             qb.push(" AND type = ").push_bind(t.as_str());
@@ -1303,9 +1314,7 @@ impl Tx for SqliteTx {
             .push_bind(page.limit as i64 + 1);
         let rows = self.fetch_all(&mut qb).await?;
         let items = rows.iter().map(activity).collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page, |a| {
-            format!("{}:{}", ts(a.at), id(a.id))
-        }))
+        Ok(page_of(items, page, |a| format!("{}:{}", ts(a.at), a.id)))
     }
 
     async fn apply(&mut self, fx: &Effects) -> Result<()> {

@@ -240,7 +240,11 @@ async fn a_database_lost_while_serving_makes_readyz_unready_and_no_step_is_lost(
     .await;
     until_readyz(&addr, 503).await;
     // Work comes due while the database is unreachable for the server.
-    execute(&mut admin, "UPDATE lead_nurture_sequences SET status = 'active'").await;
+    execute(
+        &mut admin,
+        "UPDATE lead_nurture_sequences SET status = 'active'",
+    )
+    .await;
     assert!(
         server.try_wait().unwrap().is_none(),
         "the server keeps running through the outage"
