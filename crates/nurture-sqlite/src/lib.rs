@@ -262,47 +262,57 @@ impl SqliteTx {
     }
 
     async fn update_enrollments(&mut self, updates: &[EnrollmentUpdate]) -> Result<()> {
-        for chunk in updates.chunks(rows_per_statement(12)) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "WITH v(tenant_id, id, expected, current_step_order, status, next_step_on, exit_reason, paused_reason,
-                        approved_approval_id, ended_at, updated_at, version) AS (",
-            );
-            qb.push_values(chunk, |mut b, u| {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        // The rows travel as one JSON array: `UPDATE … FROM json_each` looks each enrollment up
+        // by its key, where the same join over a 1,000-row VALUES list was planned as a scan
+        // (33 ms instead of 2 ms per batch at 400k rows, measured with the bench).
+        let rows: Vec<serde_json::Value> = updates
+            .iter()
+            .map(|u| {
                 let e = &u.enrollment;
-                b.push_bind(id(e.tenant_id))
-                    .push_bind(id(e.id))
-                    .push_bind(u.expected_version)
-                    .push_bind(e.current_step_order.get())
-                    .push_bind(e.status.as_str())
-                    .push_bind(opt_ts(e.next_step_on))
-                    .push_bind(e.exit_reason.clone())
-                    .push_bind(e.paused_reason.map(|p| p.as_str()))
-                    .push_bind(opt_id(e.approved_approval_id))
-                    .push_bind(opt_ts(e.ended_at))
-                    .push_bind(ts(e.updated_at))
-                    .push_bind(e.version);
-            });
-            qb.push(
-                ") UPDATE lead_nurture_enrollments AS e SET current_step_order = v.current_step_order, status = v.status,
-                    next_step_on = v.next_step_on, exit_reason = v.exit_reason, paused_reason = v.paused_reason,
-                    approved_approval_id = v.approved_approval_id, ended_at = v.ended_at, updated_at = v.updated_at,
-                    version = v.version, claimed_until = NULL
-                  FROM v WHERE e.tenant_id = v.tenant_id AND e.id = v.id AND e.version = v.expected",
-            );
-            let done = qb
-                .build()
-                .execute(self.conn())
-                .await
-                .map_err(db)?
-                .rows_affected();
-            if done != chunk.len() as u64 {
-                // Someone else wrote one of these enrollments since it was read: write nothing.
-                return Err(Error::conflict(format!(
-                    "{} of {} enrollments changed while this write was prepared; retry",
-                    chunk.len() as u64 - done,
-                    chunk.len()
-                )));
-            }
+                serde_json::json!([
+                    hex_id(e.tenant_id),
+                    hex_id(e.id),
+                    u.expected_version,
+                    e.current_step_order.get(),
+                    e.status.as_str(),
+                    opt_ts(e.next_step_on),
+                    e.exit_reason,
+                    e.paused_reason.map(|p| p.as_str()),
+                    e.approved_approval_id.map(hex_id),
+                    opt_ts(e.ended_at),
+                    ts(e.updated_at),
+                    e.version,
+                ])
+            })
+            .collect();
+        let done = sqlx::query(
+            "UPDATE lead_nurture_enrollments AS e SET current_step_order = v.current_step_order, status = v.status,
+                next_step_on = v.next_step_on, exit_reason = v.exit_reason, paused_reason = v.paused_reason,
+                approved_approval_id = v.approved_approval_id, ended_at = v.ended_at, updated_at = v.updated_at,
+                version = v.version, claimed_until = NULL
+             FROM (SELECT unhex(value ->> 0) AS tenant_id, unhex(value ->> 1) AS id, value ->> 2 AS expected,
+                          value ->> 3 AS current_step_order, value ->> 4 AS status, value ->> 5 AS next_step_on,
+                          value ->> 6 AS exit_reason, value ->> 7 AS paused_reason,
+                          unhex(value ->> 8) AS approved_approval_id, value ->> 9 AS ended_at,
+                          value ->> 10 AS updated_at, value ->> 11 AS version
+                   FROM json_each(?)) AS v
+             WHERE e.tenant_id = v.tenant_id AND e.id = v.id AND e.version = v.expected",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(self.conn())
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if done != updates.len() as u64 {
+            // Someone else wrote one of these enrollments since it was read: write nothing.
+            return Err(Error::conflict(format!(
+                "{} of {} enrollments changed while this write was prepared; retry",
+                updates.len() as u64 - done,
+                updates.len()
+            )));
         }
         Ok(())
     }
@@ -424,17 +434,24 @@ impl SqliteTx {
     }
 
     async fn touch_outbound(&mut self, touches: &[(TenantId, LeadId, Timestamp)]) -> Result<()> {
-        for chunk in touches.chunks(rows_per_statement(3)) {
-            let mut qb = QueryBuilder::<Sqlite>::new("WITH v(tenant_id, id, at) AS (");
-            qb.push_values(chunk, |mut b, (t, l, at)| {
-                b.push_bind(id(*t)).push_bind(id(*l)).push_bind(ts(*at));
-            });
-            qb.push(
-                ") UPDATE leads AS l SET last_outbound_at = max(coalesce(l.last_outbound_at, v.at), v.at)
-                  FROM v WHERE l.tenant_id = v.tenant_id AND l.id = v.id",
-            );
-            qb.build().execute(self.conn()).await.map_err(db)?;
+        if touches.is_empty() {
+            return Ok(());
         }
+        // One JSON array, joined by key (see `update_enrollments` for why not a VALUES list).
+        let rows: Vec<serde_json::Value> = touches
+            .iter()
+            .map(|(t, l, at)| serde_json::json!([hex_id(*t), hex_id(*l), ts(*at)]))
+            .collect();
+        sqlx::query(
+            "UPDATE leads AS l SET last_outbound_at = max(coalesce(l.last_outbound_at, v.at), v.at)
+             FROM (SELECT unhex(value ->> 0) AS tenant_id, unhex(value ->> 1) AS id, max(value ->> 2) AS at
+                   FROM json_each(?) GROUP BY 1, 2) AS v
+             WHERE l.tenant_id = v.tenant_id AND l.id = v.id",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(self.conn())
+        .await
+        .map_err(db)?;
         Ok(())
     }
 
