@@ -833,8 +833,8 @@ impl Tx for SqliteTx {
             "SELECT status, exit_reason, count(*) AS n FROM lead_nurture_enrollments
              WHERE tenant_id = ? AND sequence_id = ? GROUP BY status, exit_reason ORDER BY status, exit_reason",
         )
-        .bind(&t)
-        .bind(&s)
+        .bind(t)
+        .bind(s)
         .fetch_all(self.conn())
         .await
         .map_err(db)?;
@@ -864,8 +864,8 @@ impl Tx for SqliteTx {
              WHERE tenant_id = ? AND sequence_id = ? AND type IN ('nurture_step_executed', 'nurture_step_skipped')
              GROUP BY step_order ORDER BY step_order",
         )
-        .bind(&t)
-        .bind(&s)
+        .bind(t)
+        .bind(s)
         .fetch_all(self.conn())
         .await
         .map_err(db)?;
