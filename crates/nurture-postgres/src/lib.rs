@@ -13,7 +13,12 @@
 //! - **Scale-out.** [`Tx::claim_due`] locks due enrollments with `FOR UPDATE SKIP LOCKED`, so
 //!   concurrent workers claim disjoint batches; the batch's enrollment writes are guarded by
 //!   the version each row was claimed at (river's completer), so an outcome is written only if
-//!   the row is still as its worker claimed it, and a step never runs twice.
+//!   the row is still as its worker claimed it, and a step never runs twice. The claim is the
+//!   open transaction's lock: a worker that dies releases it with its connection, one that
+//!   hangs loses its session after the 60 s lease (`SESSION_SETUP`). Processes wake each other
+//!   with `NOTIFY`/`LISTEN nurture_due` ([`Store::announce_due`], [`Store::listen_due`]).
+//! - **Plans by key.** A batch's statements reach their rows through keys, also when the
+//!   planner's statistics lag behind a bulk change ([`Tx::claim_due`] explains how).
 //! - **Set-at-a-time writes.** A batch's rows go in as one statement per table, binding one
 //!   array per column and `unnest`ing them: the statement text never changes with the batch
 //!   size, so it is prepared once per connection (SPEC section 7: ≈46,000 steps/s at 1,000 a
@@ -209,9 +214,6 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
-                    if std::env::var("XPLAIN").is_ok() {
-                        sqlx::raw_sql("LOAD 'auto_explain'; SET auto_explain.log_min_duration = 8; SET auto_explain.log_analyze = on; SET auto_explain.log_level = 'notice'; SET auto_explain.log_nested_statements = on").execute(&mut *conn).await?;
-                    }
                     sqlx::raw_sql(SESSION_SETUP).execute(&mut *conn).await?;
                     Ok(())
                 })
@@ -233,23 +235,6 @@ impl PgStore {
     /// `postgres://user@host:port/db`, without the password.
     pub fn target(&self) -> &str {
         &self.target
-    }
-
-    /// Refreshes the planner's statistics of every table (`ANALYZE`, as the tables' owner).
-    /// Autovacuum does this in the background; after a bulk load (a benchmark, an import) the
-    /// plans are only as good as the statistics, so a loader may call this rather than wait.
-    pub async fn analyze(&self) -> Result<()> {
-        let mut conn = self.owner_connection().await?;
-        sqlx::raw_sql(
-            "ANALYZE tenants, users, api_keys, idempotency_keys, leads, templates,
-               lead_nurture_sequences, lead_nurture_sequence_steps, lead_nurture_enrollments,
-               approvals, tasks, messages, activities",
-        )
-        .execute(&mut conn)
-        .await
-        .map_err(db)?;
-        let _ = conn.close().await;
-        Ok(())
     }
 
     /// A connection as the connecting user (no `SET ROLE`): the owner of the tables.
@@ -1327,6 +1312,10 @@ impl Tx for PgTx {
         rows.iter().map(|r| lead(r).map(|l| (l.id, l))).collect()
     }
 
+    /// A page of the sweep: the tenant's leads in id order after `after`, walked along the
+    /// primary key until `limit` pass. Sequential and bitmap scans are off for the rest of the
+    /// (page's) transaction: with statistics that lag behind a bulk import the planner chose a
+    /// bitmap scan of every remaining lead and a sort, per page — quadratic in the leads.
     async fn enrollable_leads(
         &mut self,
         tenant: TenantId,
@@ -1335,6 +1324,10 @@ impl Tx for PgTx {
         after: Option<LeadId>,
         limit: u32,
     ) -> Result<Vec<Lead>> {
+        sqlx::raw_sql("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
+            .execute(self.conn())
+            .await
+            .map_err(db)?;
         let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
         let mut qb = QueryBuilder::<Postgres>::new("SELECT l.* FROM leads l WHERE l.tenant_id = ");
         qb.push_bind(tenant);
@@ -1362,6 +1355,10 @@ impl Tx for PgTx {
         rows.iter().map(lead).collect()
     }
 
+    /// One probe of messages_by_lead per lead: the `ARRAY(...)` subquery runs per key with
+    /// both key columns bound, whatever the planner believes of the table. (As a join or an
+    /// `= ANY` filter, a stale histogram of `created_at` — every message is newer than the
+    /// last ANALYZE while the outbox fills — made it scan the tenant's whole outbox per batch.)
     async fn outbound_since(
         &mut self,
         leads: &[(TenantId, LeadId)],
@@ -1369,8 +1366,9 @@ impl Tx for PgTx {
     ) -> Result<HashMap<LeadId, Vec<Timestamp>>> {
         let (tenants, ids) = pairs(leads);
         let rows = sqlx::query(
-            "SELECT m.lead_id, m.created_at FROM messages m
-             WHERE (m.tenant_id, m.lead_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[])) AND m.created_at > $3",
+            "SELECT k.lead_id, ARRAY(SELECT m.created_at FROM messages m
+                 WHERE m.tenant_id = k.tenant_id AND m.lead_id = k.lead_id AND m.created_at > $3) AS sent
+             FROM unnest($1::uuid[], $2::uuid[]) AS k(tenant_id, lead_id)",
         )
         .bind(tenants)
         .bind(ids)
@@ -1380,9 +1378,12 @@ impl Tx for PgTx {
         .map_err(db)?;
         let mut out: HashMap<LeadId, Vec<Timestamp>> = HashMap::new();
         for r in &rows {
-            out.entry(get(r, "lead_id")?)
-                .or_default()
-                .push(get_ts(r, "created_at")?);
+            let sent: Vec<Ts> = get(r, "sent")?;
+            if !sent.is_empty() {
+                // A lead asked for twice has the same messages: keep one copy.
+                out.entry(get(r, "lead_id")?)
+                    .or_insert_with(|| sent.into_iter().map(|t| t.0).collect());
+            }
         }
         Ok(out)
     }
@@ -1512,11 +1513,28 @@ impl Tx for PgTx {
     /// lease, see `SESSION_SETUP`). Nothing is written to claim: stamping the rows would write
     /// every claimed enrollment twice per step (SQLite's `claimed_until` column stays NULL here).
     async fn claim_due(&mut self, until: Timestamp, limit: u32) -> Result<Vec<Enrollment>> {
+        // The rest of this transaction (the batch) reads and writes its rows by key: this
+        // claim walks the due index in order, every other statement probes a primary key or a
+        // per-lead index. Left to itself the planner may choose scans of whole tables, sorted
+        // or hashed, once per batch (quadratic in the backlog) when its statistics lag behind
+        // a bulk change (a sweep that enrolled 300,000 leads, an outbox that was empty an hour
+        // ago), and it cannot see that the system scope's row-level-security predicate is true
+        // for every row. `SET LOCAL`: gone at commit or rollback.
+        sqlx::raw_sql(
+            "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;
+             SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
+        )
+        .execute(self.conn())
+        .await
+        .map_err(db)?;
         let rows = sqlx::query(
+            // `OFFSET 0` keeps the sequence check a probe per due row: as a join, the planner
+            // may start from the sequences and sort every due enrollment of theirs per batch.
             "SELECT e.* FROM lead_nurture_enrollments e
              WHERE e.status = 'active' AND e.next_step_on <= $1
                AND EXISTS (SELECT 1 FROM lead_nurture_sequences s
-                           WHERE s.tenant_id = e.tenant_id AND s.id = e.sequence_id AND s.status = 'active')
+                           WHERE s.tenant_id = e.tenant_id AND s.id = e.sequence_id AND s.status = 'active'
+                           OFFSET 0)
              ORDER BY e.next_step_on, e.id
              LIMIT $2
              FOR UPDATE OF e SKIP LOCKED",
@@ -1712,7 +1730,16 @@ impl Tx for PgTx {
             qb.push(" AND lead_id = ").push_bind(l);
         }
         if let Some(e) = f.enrollment_id {
+            // Reached through activities_by_lead: an enrollment's activities are its lead's
+            // (migration 0002 keeps no index per enrollment).
             qb.push(" AND enrollment_id = ").push_bind(e);
+            qb.push(
+                " AND lead_id = (SELECT lead_id FROM lead_nurture_enrollments WHERE tenant_id = ",
+            )
+            .push_bind(tenant)
+            .push(" AND id = ")
+            .push_bind(e)
+            .push(")");
         }
         if let Some(t) = f.activity_type {
             qb.push(" AND type = ").push_bind(t.as_str());

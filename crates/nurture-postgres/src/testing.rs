@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use nurture_core::error::{Error, Result};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection};
 
 use crate::PgStore;
 
@@ -36,12 +36,15 @@ impl TestDatabase {
     /// Creates `<prefix>_<uuid>` on the server `url` names (`prefix`: letters, digits and
     /// underscores).
     pub async fn create_on(url: &str, prefix: &str) -> Result<TestDatabase> {
-        let admin = PgConnectOptions::from_str(url).map_err(|e| {
-            Error::invalid(
-                "database",
-                format!("{} is not a PostgreSQL URL: {e}", crate::redact_url(url)),
-            )
-        })?;
+        let admin = PgConnectOptions::from_str(url)
+            .map_err(|e| {
+                Error::invalid(
+                    "database",
+                    format!("{} is not a PostgreSQL URL: {e}", crate::redact_url(url)),
+                )
+            })?
+            // CREATE and DROP DATABASE take a second or more: not worth a warning each.
+            .disable_statement_logging();
         if prefix.is_empty()
             || !prefix
                 .chars()

@@ -104,7 +104,7 @@ async fn sqlite(args: &BenchArgs) -> anyhow::Result<Figures> {
     let path = dir.join(format!("bench-{}.db", new_id().simple()));
     let url = format!("sqlite://{}", path.display());
     let store = crate::ready_store(&url).await?;
-    let figures = measure(store, args, None, Vec::new()).await;
+    let figures = measure(store, args, Vec::new()).await;
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
@@ -129,28 +129,18 @@ async fn postgres(args: &BenchArgs) -> anyhow::Result<Figures> {
     for _ in 0..args.workers {
         workers.push(Arc::new(PgStore::connect_with(db.options()).await?));
     }
-    let figures = measure(store.clone(), args, Some(store.as_ref()), workers).await;
-    if std::env::var("BKEEP").is_ok() {
-        eprintln!("KEPT {}", db.name());
-        std::mem::forget(db);
-    } else {
-        drop(db);
-    }
+    let figures = measure(store, args, workers).await;
+    drop(db);
     figures
 }
 
 /// Builds the data on `store`, times one sweep, then times both rounds of steps. The steps run
 /// on `store`'s engine alone when `workers` is empty (the SQLite figure), otherwise on one
-/// engine per store in `workers`, all at once.
-///
-/// `analyze` (PostgreSQL) refreshes the planner's statistics after the bulk load (counted in
-/// `setup_seconds`) and after the sweep has created the due set (timed by nothing): what
-/// autovacuum does within a minute of such a change in a running database, and what a fresh
-/// benchmark database has not had the time for.
+/// engine per store in `workers`, all at once. Nothing refreshes PostgreSQL's statistics in
+/// between: the figures are those of a database that has just been loaded.
 async fn measure(
     store: Arc<dyn Store>,
     args: &BenchArgs,
-    analyze: Option<&nurture_postgres::PgStore>,
     workers: Vec<Arc<dyn Store>>,
 ) -> anyhow::Result<Figures> {
     let t0: Timestamp = "2026-03-02T10:00:00Z".parse()?;
@@ -168,17 +158,11 @@ async fn measure(
 
     let setup = Instant::now();
     build(&engine, store.as_ref(), p, args.leads, t0).await?;
-    if let Some(pg) = analyze {
-        pg.analyze().await?;
-    }
     let setup_seconds = setup.elapsed().as_secs_f64();
 
     let pass = Instant::now();
     let enrolled = engine.sweep(t0).await?;
     let enroll_pass_seconds = pass.elapsed().as_secs_f64();
-    if let Some(pg) = analyze {
-        pg.analyze().await?;
-    }
 
     let config = SchedulerConfig {
         batch_size: args.batch_size,
