@@ -150,21 +150,10 @@ impl Engine {
                 sequence.id, sequence.status
             )));
         }
-        if let Some(reason) = lead.contact_forbidden() {
+        // The same conditions that end a live enrollment at once forbid starting one.
+        if let Some(reason) = super::steps::mandatory_exit(&lead) {
             return Err(Error::Unprocessable(format!(
-                "lead {} may not be contacted: {reason}",
-                lead.id
-            )));
-        }
-        if lead.bounced {
-            return Err(Error::Unprocessable(format!(
-                "lead {}'s address hard-bounced",
-                lead.id
-            )));
-        }
-        if let Some(status) = steps_mandatory_status(&lead) {
-            return Err(Error::Unprocessable(format!(
-                "lead {} is {status}",
+                "lead {} may not be enrolled: {reason}",
                 lead.id
             )));
         }
@@ -290,14 +279,5 @@ impl Engine {
             }
         }
         Ok(enrolled)
-    }
-}
-
-/// A lead whose status already ended nurturing.
-fn steps_mandatory_status(lead: &Lead) -> Option<&'static str> {
-    match lead.status {
-        LeadStatus::Converted => Some("converted"),
-        LeadStatus::Disqualified => Some("disqualified"),
-        _ => None,
     }
 }
