@@ -229,6 +229,51 @@ impl Harness {
         self.lead_with(|_| {}).await
     }
 
+    /// `n` leads written straight to the store, as an import would, so that no write
+    /// auto-enrolls them: only the sweep can. Lead `i` is `converted` when `converted(i)`, else
+    /// a warm qualified lead like [`Harness::lead`]'s. Returns them in id order.
+    pub async fn imported_leads(&self, n: usize, converted: impl Fn(usize) -> bool) -> Vec<Lead> {
+        let now = self.now();
+        let leads: Vec<Lead> = (0..n)
+            .map(|i| Lead {
+                id: new_id(),
+                tenant_id: self.p.tenant_id,
+                email: EmailAddress::parse(&format!("import{i}@example.com")).unwrap(),
+                first_name: Some(format!("Lead{i}")),
+                last_name: None,
+                company: Some("Imported".into()),
+                timezone: None,
+                status: if converted(i) {
+                    LeadStatus::Converted
+                } else {
+                    LeadStatus::Qualified
+                },
+                score: 60,
+                score_band: Some("warm".into()),
+                segments: vec![],
+                attributes: serde_json::Map::new(),
+                owner_id: None,
+                do_not_contact: false,
+                unsubscribed: false,
+                bounced: false,
+                last_reply_at: None,
+                last_reply_sentiment: None,
+                last_engaged_at: None,
+                last_outbound_at: None,
+                created_at: now,
+                updated_at: now,
+            })
+            .collect();
+        let mut tx = self
+            .store
+            .begin(nurture_core::store::Scope::Tenant(self.p.tenant_id))
+            .await
+            .unwrap();
+        tx.insert_leads(&leads).await.unwrap();
+        tx.commit().await.unwrap();
+        leads
+    }
+
     pub async fn event(&self, lead: LeadId, event: LeadEvent) -> LeadWrite {
         self.engine
             .lead_event(self.p, lead, event, None)

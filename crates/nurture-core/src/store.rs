@@ -138,6 +138,12 @@ pub trait Store: Send + Sync + 'static {
     /// lookup) for the system. A backend with row-level security sets the tenant per
     /// transaction from `scope`; the engine passes the tenant even where a backend ignores it.
     async fn begin(&self, scope: Scope) -> Result<Box<dyn Tx>>;
+    /// Begin a transaction that only reads: one consistent view of the database that never
+    /// waits for, nor holds up, a writer (SQLite: a deferred `BEGIN`, where `begin` takes the
+    /// one write lock at once; PostgreSQL: `BEGIN READ ONLY`). Writing through it fails.
+    async fn begin_read(&self, scope: Scope) -> Result<Box<dyn Tx>> {
+        self.begin(scope).await
+    }
     /// Is the database reachable? (`/readyz`)
     async fn ping(&self) -> Result<()>;
 

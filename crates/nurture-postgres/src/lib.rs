@@ -182,6 +182,23 @@ fn db(e: sqlx::Error) -> Error {
 }
 
 impl PgStore {
+    /// Begins with `begin` (`BEGIN` or `BEGIN READ ONLY`) and sets the transaction's tenant.
+    async fn begin_as(&self, begin: &'static str, scope: Scope) -> Result<Box<dyn Tx>> {
+        let mut tx = self.pool.begin_with(begin).await.map_err(db)?;
+        let (tenant, scope) = match scope {
+            Scope::Tenant(t) => (t.hyphenated().to_string(), ""),
+            Scope::System => (String::new(), "system"),
+        };
+        // `true`: local to this transaction, gone at commit or rollback (never per session).
+        sqlx::query("SELECT set_config('nurture.tenant_id', $1, true), set_config('nurture.scope', $2, true)")
+            .bind(tenant)
+            .bind(scope)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        Ok(Box::new(PgTx { tx }))
+    }
+
     /// Connects to the server named by a `postgres://` URL. Fails at once, naming the server
     /// (password redacted), if it cannot be reached, rather than at the first query.
     pub async fn connect(url: &str) -> Result<PgStore> {
@@ -284,19 +301,11 @@ impl Store for PgStore {
     }
 
     async fn begin(&self, scope: Scope) -> Result<Box<dyn Tx>> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        let (tenant, scope) = match scope {
-            Scope::Tenant(t) => (t.hyphenated().to_string(), ""),
-            Scope::System => (String::new(), "system"),
-        };
-        // `true`: local to this transaction, gone at commit or rollback (never per session).
-        sqlx::query("SELECT set_config('nurture.tenant_id', $1, true), set_config('nurture.scope', $2, true)")
-            .bind(tenant)
-            .bind(scope)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        Ok(Box::new(PgTx { tx }))
+        self.begin_as("BEGIN", scope).await
+    }
+
+    async fn begin_read(&self, scope: Scope) -> Result<Box<dyn Tx>> {
+        self.begin_as("BEGIN READ ONLY", scope).await
     }
 
     async fn ping(&self) -> Result<()> {
@@ -1457,7 +1466,6 @@ impl Tx for PgTx {
             .map(|r| Ok((get(r, "lead_id")?, get(r, "sequence_id")?)))
             .collect()
     }
-
     async fn list_enrollments(
         &mut self,
         tenant: TenantId,

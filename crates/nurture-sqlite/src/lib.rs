@@ -116,7 +116,15 @@ impl Store for SqliteStore {
     }
 
     async fn begin(&self, _scope: Scope) -> Result<Box<dyn Tx>> {
+        // IMMEDIATE: the write lock is taken now, so a read-then-write transaction never fails
+        // at its first write because another connection wrote in between.
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        Ok(Box::new(SqliteTx { tx }))
+    }
+
+    async fn begin_read(&self, _scope: Scope) -> Result<Box<dyn Tx>> {
+        // Deferred: a WAL snapshot from the first read, beside whichever connection writes.
+        let tx = self.pool.begin_with("BEGIN").await.map_err(db)?;
         Ok(Box::new(SqliteTx { tx }))
     }
 
@@ -128,6 +136,41 @@ impl Store for SqliteStore {
         Ok(())
     }
 }
+
+/// The rows of [`SqliteTx::write_enrollment_rows`], as a table (a macro so that `concat!` can
+/// splice it into both statements).
+macro_rules! enrollment_update_rows {
+    () => {
+        "(SELECT unhex(value ->> 0) AS tenant_id, unhex(value ->> 1) AS id,
+        value ->> 2 AS expected, value ->> 3 AS current_step_order, value ->> 4 AS status,
+        value ->> 5 AS next_step_on, value ->> 6 AS exit_reason, value ->> 7 AS paused_reason,
+        unhex(value ->> 8) AS approved_approval_id, value ->> 9 AS ended_at,
+        value ->> 10 AS updated_at, value ->> 11 AS version
+      FROM json_each(?)) AS v"
+    };
+}
+
+/// Moves an active enrollment's pointer: only `lead_nurture_enrollments_due` changes.
+const MOVE_ENROLLMENTS: &str = concat!(
+    "UPDATE lead_nurture_enrollments AS e SET current_step_order = v.current_step_order,
+        next_step_on = v.next_step_on, approved_approval_id = v.approved_approval_id,
+        updated_at = v.updated_at, version = v.version
+     FROM ",
+    enrollment_update_rows!(),
+    " WHERE e.tenant_id = v.tenant_id AND e.id = v.id AND e.version = v.expected
+        AND e.status = 'active' AND e.paused_reason IS NULL"
+);
+
+/// Writes every mutable column of an enrollment.
+const UPDATE_ENROLLMENTS: &str = concat!(
+    "UPDATE lead_nurture_enrollments AS e SET current_step_order = v.current_step_order,
+        status = v.status, next_step_on = v.next_step_on, exit_reason = v.exit_reason,
+        paused_reason = v.paused_reason, approved_approval_id = v.approved_approval_id,
+        ended_at = v.ended_at, updated_at = v.updated_at, version = v.version
+     FROM ",
+    enrollment_update_rows!(),
+    " WHERE e.tenant_id = v.tenant_id AND e.id = v.id AND e.version = v.expected"
+);
 
 pub struct SqliteTx {
     tx: Transaction<'static, Sqlite>,
@@ -265,9 +308,55 @@ impl SqliteTx {
         if updates.is_empty() {
             return Ok(());
         }
-        // The rows travel as one JSON array: `UPDATE … FROM json_each` looks each enrollment up
-        // by its key, where the same join over a 1,000-row VALUES list was planned as a scan
-        // (33 ms instead of 2 ms per batch at 400k rows, measured with the bench).
+        // Most scheduler outcomes only move an active enrollment's pointer. SQLite rewrites every
+        // index that names a column in the SET list, whatever the values, so those rows go
+        // through a statement that sets only the pointer columns (one index touched instead of
+        // five; 9.4 → 3 ms per 1,000 in the bench). Its guard lets only rows that were already
+        // active and unpaused through; anything else goes through the full statement.
+        let (moves, others): (Vec<&EnrollmentUpdate>, Vec<&EnrollmentUpdate>) =
+            updates.iter().partition(|u| {
+                let e = &u.enrollment;
+                e.status == EnrollmentStatus::Active
+                    && e.paused_reason.is_none()
+                    && e.exit_reason.is_none()
+                    && e.ended_at.is_none()
+            });
+        let mut done = 0;
+        let mut rest = others;
+        if !moves.is_empty() {
+            let moved = self.write_enrollment_rows(&moves, MOVE_ENROLLMENTS).await?;
+            done += moved;
+            if moved != moves.len() as u64 {
+                // Some were paused before (a resume): the full statement finds them, and skips
+                // the moved ones by their new version.
+                rest.extend(moves);
+            }
+        }
+        if !rest.is_empty() {
+            done += self
+                .write_enrollment_rows(&rest, UPDATE_ENROLLMENTS)
+                .await?;
+        }
+        if done != updates.len() as u64 {
+            // Someone else wrote one of these enrollments since it was read: write nothing.
+            return Err(Error::conflict(format!(
+                "{} of {} enrollments changed while this write was prepared; retry",
+                updates.len() as u64 - done,
+                updates.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs one of the enrollment update statements over `updates`, passed as one JSON array:
+    /// `UPDATE … FROM json_each` looks each enrollment up by its key, where the same join over a
+    /// 1,000-row VALUES list was planned as a scan (33 ms instead of 2 ms per batch at 400k
+    /// rows, measured with the bench). Returns how many rows it changed.
+    async fn write_enrollment_rows(
+        &mut self,
+        updates: &[&EnrollmentUpdate],
+        sql: &'static str,
+    ) -> Result<u64> {
         let rows: Vec<serde_json::Value> = updates
             .iter()
             .map(|u| {
@@ -288,33 +377,12 @@ impl SqliteTx {
                 ])
             })
             .collect();
-        let done = sqlx::query(
-            "UPDATE lead_nurture_enrollments AS e SET current_step_order = v.current_step_order, status = v.status,
-                next_step_on = v.next_step_on, exit_reason = v.exit_reason, paused_reason = v.paused_reason,
-                approved_approval_id = v.approved_approval_id, ended_at = v.ended_at, updated_at = v.updated_at,
-                version = v.version, claimed_until = NULL
-             FROM (SELECT unhex(value ->> 0) AS tenant_id, unhex(value ->> 1) AS id, value ->> 2 AS expected,
-                          value ->> 3 AS current_step_order, value ->> 4 AS status, value ->> 5 AS next_step_on,
-                          value ->> 6 AS exit_reason, value ->> 7 AS paused_reason,
-                          unhex(value ->> 8) AS approved_approval_id, value ->> 9 AS ended_at,
-                          value ->> 10 AS updated_at, value ->> 11 AS version
-                   FROM json_each(?)) AS v
-             WHERE e.tenant_id = v.tenant_id AND e.id = v.id AND e.version = v.expected",
-        )
-        .bind(serde_json::Value::Array(rows).to_string())
-        .execute(self.conn())
-        .await
-        .map_err(db)?
-        .rows_affected();
-        if done != updates.len() as u64 {
-            // Someone else wrote one of these enrollments since it was read: write nothing.
-            return Err(Error::conflict(format!(
-                "{} of {} enrollments changed while this write was prepared; retry",
-                updates.len() as u64 - done,
-                updates.len()
-            )));
-        }
-        Ok(())
+        Ok(sqlx::query(sql)
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(self.conn())
+            .await
+            .map_err(db)?
+            .rows_affected())
     }
 
     async fn insert_messages(&mut self, ms: &[Message]) -> Result<()> {
@@ -1057,7 +1125,6 @@ impl Tx for SqliteTx {
             .map(|r| Ok((get_id(r, "lead_id")?, get_id(r, "sequence_id")?)))
             .collect()
     }
-
     async fn list_enrollments(
         &mut self,
         tenant: TenantId,
@@ -1104,26 +1171,22 @@ impl Tx for SqliteTx {
     }
 
     async fn claim_due(&mut self, until: Timestamp, limit: u32) -> Result<Vec<Enrollment>> {
-        // The claim is a write (a lease stamp) so that it reads the same on every backend; on
-        // SQLite the IMMEDIATE transaction already excludes every other writer until commit.
+        // The claim is a plain read: the scheduler's transaction began IMMEDIATE, so no other
+        // writer (process or connection) can touch these rows until it commits.
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE lead_nurture_enrollments SET claimed_until = ?1
-             WHERE rowid IN (
-               SELECT e.rowid FROM lead_nurture_enrollments e
-               WHERE e.status = 'active' AND e.next_step_on <= ?2
-                 AND EXISTS (SELECT 1 FROM lead_nurture_sequences s
-                             WHERE s.tenant_id = e.tenant_id AND s.id = e.sequence_id AND s.status = 'active')
-               ORDER BY e.next_step_on LIMIT ?3)
-             RETURNING {ENROLLMENT_COLUMNS}"
+            "SELECT {ENROLLMENT_COLUMNS} FROM lead_nurture_enrollments e
+             WHERE e.status = 'active' AND e.next_step_on <= ?1
+               AND EXISTS (SELECT 1 FROM lead_nurture_sequences s
+                           WHERE s.tenant_id = e.tenant_id AND s.id = e.sequence_id AND s.status = 'active')
+             ORDER BY e.next_step_on LIMIT ?2"
         )))
-        .bind(ts(until))
         .bind(ts(until))
         .bind(limit as i64)
         .fetch_all(self.conn())
         .await
         .map_err(db)?;
         let mut claimed = rows.iter().map(enrollment).collect::<Result<Vec<_>>>()?;
-        // RETURNING order is unspecified; the batch runs oldest due first.
+        // Equal due instants run in id order, as on PostgreSQL.
         claimed.sort_by_key(|e| (e.next_step_on, e.id));
         Ok(claimed)
     }

@@ -466,3 +466,40 @@ behaviour_test!(
         assert_eq!(e.enrolled_on, "2026-01-11T13:00:00Z".parse().unwrap());
     }
 );
+
+behaviour_test!(
+    the_sweep_enrolls_every_page_of_candidates_exactly_once,
+    |h| async move {
+        // More than two pages of 5,000 (read one page ahead while the last is written), with
+        // non-candidates spread through them.
+        h.template("a", "Hello", "Hi", false).await;
+        let draft = h
+            .draft("Imported", vec![email(1, 0, "a")], Some(json!({})), None, 0)
+            .await;
+        let leads = h.imported_leads(12_001, |i| i % 7 == 0).await;
+        let candidates = leads
+            .iter()
+            .filter(|l| l.status != LeadStatus::Converted)
+            .count() as i64;
+        h.engine.activate_sequence(h.p, draft.id).await.unwrap();
+        h.advance_hours(1).await;
+        let stats = h.engine.sequence_stats(h.p, draft.id).await.unwrap();
+        assert_eq!(stats.enrolled, candidates);
+        for lead in [
+            &leads[1],
+            &leads[5_000],
+            &leads[5_001],
+            &leads[10_000],
+            &leads[12_000],
+        ] {
+            assert_eq!(h.enrollments(lead.id).await.len(), 1, "lead {}", lead.email);
+        }
+        assert!(h.enrollments(leads[7].id).await.is_empty(), "converted");
+        h.advance_hours(1).await;
+        let again = h.engine.sequence_stats(h.p, draft.id).await.unwrap();
+        assert_eq!(
+            again.enrolled, candidates,
+            "the next sweep finds nobody new"
+        );
+    }
+);

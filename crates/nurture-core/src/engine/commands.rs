@@ -350,7 +350,7 @@ impl Engine {
     }
 
     pub async fn get_lead(&self, p: Principal, id: LeadId) -> Result<Lead> {
-        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
+        let mut tx = self.begin_read(p.tenant_id).await?;
         let lead = tx
             .get_lead(p.tenant_id, id)
             .await?
@@ -535,7 +535,7 @@ impl Engine {
     }
 
     pub async fn get_template(&self, p: Principal, id: &TemplateId) -> Result<Template> {
-        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
+        let mut tx = self.begin_read(p.tenant_id).await?;
         let t = tx
             .get_template(p.tenant_id, id)
             .await?
@@ -545,7 +545,7 @@ impl Engine {
     }
 
     pub async fn list_templates(&self, p: Principal, page: &Page) -> Result<Listed<Template>> {
-        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
+        let mut tx = self.begin_read(p.tenant_id).await?;
         let out = tx.list_templates(p.tenant_id, page).await?;
         tx.commit().await?;
         Ok(out)
@@ -579,7 +579,7 @@ impl Engine {
     }
 
     pub async fn get_sequence(&self, p: Principal, id: SequenceId) -> Result<Sequence> {
-        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
+        let mut tx = self.begin_read(p.tenant_id).await?;
         let s = tx
             .get_sequence(p.tenant_id, id)
             .await?
@@ -589,14 +589,14 @@ impl Engine {
     }
 
     pub async fn list_sequences(&self, p: Principal, page: &Page) -> Result<Listed<Sequence>> {
-        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
+        let mut tx = self.begin_read(p.tenant_id).await?;
         let out = tx.list_sequences(p.tenant_id, page).await?;
         tx.commit().await?;
         Ok(out)
     }
 
     pub async fn sequence_stats(&self, p: Principal, id: SequenceId) -> Result<SequenceStats> {
-        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
+        let mut tx = self.begin_read(p.tenant_id).await?;
         tx.get_sequence(p.tenant_id, id)
             .await?
             .ok_or(Error::NotFound("sequence"))?;
@@ -819,7 +819,7 @@ impl Engine {
     // -- enrollments by hand -----------------------------------------------------------------------
 
     pub async fn get_enrollment(&self, p: Principal, id: EnrollmentId) -> Result<Enrollment> {
-        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
+        let mut tx = self.begin_read(p.tenant_id).await?;
         let e = tx
             .get_enrollment(p.tenant_id, id)
             .await?
@@ -834,7 +834,7 @@ impl Engine {
         filter: &EnrollmentFilter,
         page: &Page,
     ) -> Result<Listed<Enrollment>> {
-        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
+        let mut tx = self.begin_read(p.tenant_id).await?;
         let out = tx.list_enrollments(p.tenant_id, filter, page).await?;
         tx.commit().await?;
         Ok(out)
@@ -953,14 +953,14 @@ impl Engine {
         status: Option<ApprovalStatus>,
         page: &Page,
     ) -> Result<Listed<Approval>> {
-        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
+        let mut tx = self.begin_read(p.tenant_id).await?;
         let out = tx.list_approvals(p.tenant_id, status, page).await?;
         tx.commit().await?;
         Ok(out)
     }
 
     pub async fn get_approval(&self, p: Principal, id: ApprovalId) -> Result<Approval> {
-        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
+        let mut tx = self.begin_read(p.tenant_id).await?;
         let a = tx
             .get_approval(p.tenant_id, id)
             .await?
@@ -1181,7 +1181,7 @@ impl Engine {
         status: Option<TaskStatus>,
         page: &Page,
     ) -> Result<Listed<Task>> {
-        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
+        let mut tx = self.begin_read(p.tenant_id).await?;
         let out = tx.list_tasks(p.tenant_id, status, page).await?;
         tx.commit().await?;
         Ok(out)
@@ -1243,7 +1243,7 @@ impl Engine {
         filter: &MessageFilter,
         page: &Page,
     ) -> Result<Listed<Message>> {
-        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
+        let mut tx = self.begin_read(p.tenant_id).await?;
         let out = tx.list_messages(p.tenant_id, filter, page).await?;
         tx.commit().await?;
         Ok(out)
@@ -1255,7 +1255,7 @@ impl Engine {
         filter: &ActivityFilter,
         page: &Page,
     ) -> Result<Listed<Activity>> {
-        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
+        let mut tx = self.begin_read(p.tenant_id).await?;
         let out = tx.list_activities(p.tenant_id, filter, page).await?;
         tx.commit().await?;
         Ok(out)

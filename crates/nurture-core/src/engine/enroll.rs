@@ -194,7 +194,7 @@ impl Engine {
     /// The periodic sweep: enrolls every lead whose entry rules have become true with time.
     /// Returns how many it enrolled.
     pub async fn sweep(&self, now: Timestamp) -> Result<u64> {
-        let mut tx = self.begin(Scope::System).await?;
+        let mut tx = self.store.begin_read(Scope::System).await?;
         let tenants = tx.tenants_with_auto_enroll().await?;
         tx.commit().await?;
         let mut enrolled = 0;

@@ -111,6 +111,12 @@ impl Engine {
         self.store.begin(scope).await
     }
 
+    /// A read-only transaction of `tenant`: it never waits for the write lock (SQLite) nor
+    /// holds one, so reads go on beside the scheduler's writes.
+    async fn begin_read(&self, tenant: TenantId) -> Result<Box<dyn Tx>> {
+        self.store.begin_read(Scope::Tenant(tenant)).await
+    }
+
     async fn settings(&self, tx: &mut dyn Tx, tenant: TenantId) -> Result<TenantSettings> {
         Ok(tx
             .get_tenant(tenant)

@@ -314,7 +314,7 @@ impl Engine {
             tracing::info!(enrolled = n, "enrollment sweep");
             *self.next_sweep.lock().await = next_hour_after(now);
         }
-        let mut tx = self.begin(Scope::System).await?;
+        let mut tx = self.store.begin_read(Scope::System).await?;
         let next_due = tx.next_due_at().await?;
         let backlog = tx.due_count(self.now()).await?;
         tx.commit().await?;
