@@ -120,7 +120,18 @@ pub struct SequenceStats {
     pub exited_by_reason: Vec<(String, i64)>,
 }
 
-/// The store's answer to an idempotency-key lookup.
+/// What an `Idempotency-Key` holds when a request arrives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyState {
+    /// The key is this request's now: run it, then save or release.
+    Reserved,
+    /// A request with the key finished; its answer.
+    Saved(SavedResponse),
+    /// A request with the key is running (in this or another process).
+    InFlight { request_hash: Vec<u8> },
+}
+
+/// The first answer to a request with an `Idempotency-Key`, replayed to its retries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SavedResponse {
     pub request_hash: Vec<u8>,
@@ -179,19 +190,28 @@ pub trait Tx: Send {
     async fn insert_user(&mut self, user: &User) -> Result<()>;
     async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> Result<()>;
     async fn find_api_key(&mut self, prefix: &str) -> Result<Option<ApiKeyRecord>>;
-    async fn get_saved_response(
+    /// Claims `key` for a request with `request_hash` (the `Idempotency-Key` protocol): a
+    /// new key is reserved until `lease_until`; a key whose request finished gives its saved
+    /// answer; a key reserved by a request still running (its lease not expired at `now`) is
+    /// in flight. A reservation whose lease expired (its process died) passes to a request
+    /// with the same hash.
+    async fn reserve_idempotency_key(
         &mut self,
         tenant: TenantId,
         key: &str,
-    ) -> Result<Option<SavedResponse>>;
-    /// Saves unless a response is already saved under the key (first writer wins).
+        request_hash: &[u8],
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<KeyState>;
+    /// Completes a reservation with the answer given.
     async fn save_response(
         &mut self,
         tenant: TenantId,
         key: &str,
         saved: &SavedResponse,
-        now: Timestamp,
     ) -> Result<()>;
+    /// Gives up a reservation (the request failed with a server error: a retry may run it).
+    async fn release_idempotency_key(&mut self, tenant: TenantId, key: &str) -> Result<()>;
 
     // -- templates --------------------------------------------------------------------------
     /// Insert, or replace the content of the template with this id.

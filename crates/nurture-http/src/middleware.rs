@@ -9,7 +9,7 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use nurture_core::Principal;
-use nurture_core::store::SavedResponse;
+use nurture_core::store::{KeyState, SavedResponse};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, PROBLEM_JSON, Problem, REQUEST_ID};
@@ -77,9 +77,12 @@ fn replay(saved: SavedResponse) -> Response {
     response
 }
 
-/// `Idempotency-Key` on POST (SPEC section 5, issue #3). The first answer below 500 is saved
-/// under (tenant, key); the same request again replays it exactly, while the same key with a
-/// different request is 422. Runs after authentication, which it needs for the tenant.
+/// `Idempotency-Key` on POST (SPEC section 5, issue #3). The key is reserved in the database
+/// when the request starts and the first answer below 500 is saved under (tenant, key): the
+/// same request again replays it exactly, the same key with a different request is 422, and a
+/// retry that arrives while the first attempt still runs in another process is 409. In one
+/// process such retries wait for the first (a striped lock) and replay its answer. Runs after
+/// authentication, which it needs for the tenant.
 pub(crate) async fn idempotency(
     State(state): State<AppState>,
     req: Request,
@@ -116,14 +119,35 @@ pub(crate) async fn idempotency(
     let lock_key = Sha256::digest(&lock_key);
     let _serialized = state.idempotency_lock(&lock_key).lock().await;
 
-    match state.engine.saved_response(principal, &key).await {
-        Ok(Some(saved)) if saved.request_hash == hash => return replay(saved),
-        Ok(Some(_)) => return ApiError::IdempotencyKeyReused.into_response(),
-        Ok(None) => {}
+    match state
+        .engine
+        .reserve_idempotency_key(principal, &key, &hash)
+        .await
+    {
+        Ok(KeyState::Reserved) => {}
+        Ok(KeyState::Saved(saved)) if saved.request_hash == hash => return replay(saved),
+        Ok(KeyState::Saved(_)) => return ApiError::IdempotencyKeyReused.into_response(),
+        Ok(KeyState::InFlight { request_hash }) if request_hash != hash => {
+            return ApiError::IdempotencyKeyReused.into_response();
+        }
+        Ok(KeyState::InFlight { .. }) => {
+            // The first attempt is running in another process: running this one too is the
+            // double execution the key exists to prevent.
+            return ApiError::Conflict {
+                message: "a request with this Idempotency-Key is still running; retry it later"
+                    .into(),
+                conflicting: None,
+            }
+            .into_response();
+        }
         Err(e) => return ApiError::from(e).into_response(),
     }
     let response = next.run(Request::from_parts(parts, Body::from(body))).await;
     if response.status().is_server_error() {
+        // Nothing was done (every command is one transaction): let a retry run it.
+        if let Err(e) = state.engine.release_idempotency_key(principal, &key).await {
+            tracing::warn!(error = %e, "could not release an idempotency key; a retry waits for its lease");
+        }
         return response;
     }
     let (parts, body) = response.into_parts();

@@ -111,7 +111,8 @@ fn complete(path: &str, method: &str, op: &mut Operation) {
             .required(Required::False)
             .description(Some(
                 "Makes a retry safe: the same key with the same request replays the first \
-                 answer (header `idempotent-replayed: true`); with a different request it is 422.",
+                 answer (header `idempotent-replayed: true`); with a different request it is 422; \
+                 while the first attempt is still running on another server it is 409.",
             ))
             .schema(Some(
                 utoipa::openapi::ObjectBuilder::new()
@@ -128,6 +129,11 @@ fn complete(path: &str, method: &str, op: &mut Operation) {
             op,
             "422",
             "The Idempotency-Key was used for a different request",
+        );
+        add(
+            op,
+            "409",
+            "A request with this Idempotency-Key is still running",
         );
     }
     // The manual clock's routes are outside the request timeout (see `routes::routers`).

@@ -196,7 +196,10 @@ impl PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        Ok(Box::new(PgTx { tx }))
+        Ok(Box::new(PgTx {
+            tx,
+            read_only: begin == READ_ONLY,
+        }))
     }
 
     /// Connects to the server named by a `postgres://` URL. Fails at once, naming the server
@@ -305,7 +308,7 @@ impl Store for PgStore {
     }
 
     async fn begin_read(&self, scope: Scope) -> Result<Box<dyn Tx>> {
-        self.begin_as("BEGIN READ ONLY", scope).await
+        self.begin_as(READ_ONLY, scope).await
     }
 
     async fn ping(&self) -> Result<()> {
@@ -434,8 +437,13 @@ async fn listen_loop(
     }
 }
 
+/// How [`Store::begin_read`] begins.
+const READ_ONLY: &str = "BEGIN READ ONLY";
+
 pub struct PgTx {
     tx: Transaction<'static, Postgres>,
+    /// Begun `READ ONLY` ([`Store::begin_read`]): reads take no row locks.
+    read_only: bool,
 }
 
 /// (tenant, id) pairs as two arrays, for `unnest($1::uuid[], $2::uuid[])`.
@@ -938,45 +946,97 @@ impl Tx for PgTx {
         row.as_ref().map(api_key).transpose()
     }
 
-    async fn get_saved_response(
+    async fn reserve_idempotency_key(
         &mut self,
         tenant: TenantId,
         key: &str,
-    ) -> Result<Option<SavedResponse>> {
-        let row = sqlx::query("SELECT request_hash, status, body FROM idempotency_keys WHERE tenant_id = $1 AND key = $2")
+        request_hash: &[u8],
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<KeyState> {
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, body, created_at, locked_until)
+             VALUES ($1, $2, $3, 0, ''::bytea, $4, $5) ON CONFLICT (tenant_id, key) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(key)
+        .bind(request_hash)
+        .bind(ts(now))
+        .bind(ts(lease_until))
+        .execute(self.conn())
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(KeyState::Reserved);
+        }
+        let row = sqlx::query(
+            "SELECT request_hash, status, body, locked_until FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+        )
+        .bind(tenant)
+        .bind(key)
+        .fetch_one(self.conn())
+        .await
+        .map_err(db)?;
+        let held_by: Vec<u8> = get(&row, "request_hash")?;
+        let status: i32 = get(&row, "status")?;
+        if status != 0 {
+            return Ok(KeyState::Saved(SavedResponse {
+                request_hash: held_by,
+                status: status as u16,
+                body: get(&row, "body")?,
+            }));
+        }
+        let expired = get_opt_ts(&row, "locked_until")?.is_none_or(|until| until <= now);
+        if expired && held_by == request_hash {
+            // The attempt that reserved it died: this retry takes the key over, unless another
+            // retry got there first.
+            let taken = sqlx::query(
+                "UPDATE idempotency_keys SET locked_until = $1
+                 WHERE tenant_id = $2 AND key = $3 AND status = 0 AND (locked_until IS NULL OR locked_until <= $4)",
+            )
+            .bind(ts(lease_until))
             .bind(tenant)
             .bind(key)
-            .fetch_optional(self.conn())
+            .bind(ts(now))
+            .execute(self.conn())
             .await
-            .map_err(db)?;
-        row.map(|r| {
-            let status: i32 = get(&r, "status")?;
-            Ok(SavedResponse {
-                request_hash: get(&r, "request_hash")?,
-                status: status as u16,
-                body: get(&r, "body")?,
-            })
+            .map_err(db)?
+            .rows_affected();
+            if taken == 1 {
+                return Ok(KeyState::Reserved);
+            }
+        }
+        Ok(KeyState::InFlight {
+            request_hash: held_by,
         })
-        .transpose()
     }
-
     async fn save_response(
         &mut self,
         tenant: TenantId,
         key: &str,
         saved: &SavedResponse,
-        now: Timestamp,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, body, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, key) DO NOTHING",
+            "UPDATE idempotency_keys SET status = $1, body = $2, locked_until = NULL
+             WHERE tenant_id = $3 AND key = $4 AND request_hash = $5 AND status = 0",
         )
+        .bind(saved.status as i32)
+        .bind(&saved.body)
         .bind(tenant)
         .bind(key)
         .bind(&saved.request_hash)
-        .bind(saved.status as i32)
-        .bind(&saved.body)
-        .bind(ts(now))
+        .execute(self.conn())
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+    async fn release_idempotency_key(&mut self, tenant: TenantId, key: &str) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND status = 0",
+        )
+        .bind(tenant)
+        .bind(key)
         .execute(self.conn())
         .await
         .map_err(db)?;
@@ -1296,15 +1356,19 @@ impl Tx for PgTx {
     /// version column, and commands read a lead, change some fields and write the whole row:
     /// on SQLite the single writer makes that safe, here the lock does, so that e.g. an
     /// unsubscribe is never overwritten by a concurrent score change that read the lead
-    /// before it.
+    /// before it. A read-only transaction only reads it.
     async fn get_lead(&mut self, tenant: TenantId, lid: LeadId) -> Result<Option<Lead>> {
-        let row =
-            sqlx::query("SELECT * FROM leads WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE")
-                .bind(tenant)
-                .bind(lid)
-                .fetch_optional(self.conn())
-                .await
-                .map_err(db)?;
+        let sql = if self.read_only {
+            "SELECT * FROM leads WHERE tenant_id = $1 AND id = $2"
+        } else {
+            "SELECT * FROM leads WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE"
+        };
+        let row = sqlx::query(sql)
+            .bind(tenant)
+            .bind(lid)
+            .fetch_optional(self.conn())
+            .await
+            .map_err(db)?;
         row.as_ref().map(lead).transpose()
     }
 

@@ -154,6 +154,10 @@ async fn busy_tenant(engine: &Engine, name: &str) -> Principal {
         status: 201,
         body: b"{}".to_vec(),
     };
+    engine
+        .reserve_idempotency_key(p, "key-1", &saved.request_hash)
+        .await
+        .unwrap();
     engine.save_response(p, "key-1", &saved).await.unwrap();
     p
 }

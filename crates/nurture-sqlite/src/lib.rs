@@ -658,48 +658,98 @@ impl Tx for SqliteTx {
         row.as_ref().map(api_key).transpose()
     }
 
-    async fn get_saved_response(
+    async fn reserve_idempotency_key(
         &mut self,
         tenant: TenantId,
         key: &str,
-    ) -> Result<Option<SavedResponse>> {
-        let row = sqlx::query("SELECT request_hash, status, body FROM idempotency_keys WHERE tenant_id = ? AND key = ?")
+        request_hash: &[u8],
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<KeyState> {
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, body, created_at, locked_until)
+             VALUES (?, ?, ?, 0, x'', ?, ?) ON CONFLICT (tenant_id, key) DO NOTHING",
+        )
+        .bind(id(tenant))
+        .bind(key)
+        .bind(request_hash)
+        .bind(ts(now))
+        .bind(ts(lease_until))
+        .execute(self.conn())
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(KeyState::Reserved);
+        }
+        let row = sqlx::query(
+            "SELECT request_hash, status, body, locked_until FROM idempotency_keys WHERE tenant_id = ? AND key = ?",
+        )
+        .bind(id(tenant))
+        .bind(key)
+        .fetch_one(self.conn())
+        .await
+        .map_err(db)?;
+        let held_by: Vec<u8> = get(&row, "request_hash")?;
+        let status: i64 = get(&row, "status")?;
+        if status != 0 {
+            return Ok(KeyState::Saved(SavedResponse {
+                request_hash: held_by,
+                status: status as u16,
+                body: get(&row, "body")?,
+            }));
+        }
+        let expired = get_opt_ts(&row, "locked_until")?.is_none_or(|until| until <= now);
+        if expired && held_by == request_hash {
+            // The attempt that reserved it died: this retry takes the key over, unless another
+            // retry got there first.
+            let taken = sqlx::query(
+                "UPDATE idempotency_keys SET locked_until = ?
+                 WHERE tenant_id = ? AND key = ? AND status = 0 AND (locked_until IS NULL OR locked_until <= ?)",
+            )
+            .bind(ts(lease_until))
             .bind(id(tenant))
             .bind(key)
-            .fetch_optional(self.conn())
+            .bind(ts(now))
+            .execute(self.conn())
             .await
-            .map_err(db)?;
-        row.map(|r| {
-            let status: i64 = get(&r, "status")?;
-            Ok(SavedResponse {
-                request_hash: get(&r, "request_hash")?,
-                status: status as u16,
-                body: get(&r, "body")?,
-            })
+            .map_err(db)?
+            .rows_affected();
+            if taken == 1 {
+                return Ok(KeyState::Reserved);
+            }
+        }
+        Ok(KeyState::InFlight {
+            request_hash: held_by,
         })
-        .transpose()
     }
-
     async fn save_response(
         &mut self,
         tenant: TenantId,
         key: &str,
         saved: &SavedResponse,
-        now: Timestamp,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, body, created_at) VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT (tenant_id, key) DO NOTHING",
+            "UPDATE idempotency_keys SET status = ?, body = ?, locked_until = NULL
+             WHERE tenant_id = ? AND key = ? AND request_hash = ? AND status = 0",
         )
+        .bind(saved.status as i64)
+        .bind(&saved.body)
         .bind(id(tenant))
         .bind(key)
         .bind(&saved.request_hash)
-        .bind(saved.status as i64)
-        .bind(&saved.body)
-        .bind(ts(now))
         .execute(self.conn())
         .await
         .map_err(db)?;
+        Ok(())
+    }
+    async fn release_idempotency_key(&mut self, tenant: TenantId, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = ? AND key = ? AND status = 0")
+            .bind(id(tenant))
+            .bind(key)
+            .execute(self.conn())
+            .await
+            .map_err(db)?;
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 
 mod enrollment;
 mod hitl;
+mod idempotency;
 mod lifecycle;
 mod safety;
 mod scheduler;

@@ -442,3 +442,86 @@ behaviour_test!(
         assert!(why.is_some());
     }
 );
+
+behaviour_test!(
+    every_read_sees_its_own_tenant_only_in_a_read_only_transaction,
+    |h| async move {
+        // Reads run in read-only transactions (no write lock on SQLite, `READ ONLY` and no row
+        // locks on PostgreSQL); each must work there, and see nothing of another tenant.
+        use nurture_core::store::{ActivityFilter, EnrollmentFilter, MessageFilter, Page};
+        let e = &h.engine;
+        h.template("a", "Hello", "Hi", false).await;
+        h.template("r", "Review", "Hi", false).await;
+        let seq = h
+            .sequence(
+                "Two",
+                vec![
+                    email(1, 0, "a"),
+                    reviewed_email(2, 48, "r"),
+                    step(3, 0, Channel::Task),
+                ],
+                Some(json!({})),
+                None,
+            )
+            .await;
+        let lead = h.lead().await.lead;
+        h.advance_days(3).await;
+        let enrollment = h.only_enrollment(lead.id).await;
+        let approval = h.pending_approvals().await.remove(0);
+        let template = TemplateId::parse("a").unwrap();
+        let page = Page::first(50);
+
+        let other = h.other_tenant().await;
+        for (p, mine) in [(h.p, true), (other, false)] {
+            let found = |r: Result<(), Error>| match r {
+                Ok(()) => true,
+                Err(Error::NotFound(_)) => false,
+                Err(e) => panic!("a read failed: {e}"),
+            };
+            assert_eq!(found(e.get_lead(p, lead.id).await.map(drop)), mine);
+            assert_eq!(found(e.get_template(p, &template).await.map(drop)), mine);
+            assert_eq!(found(e.get_sequence(p, seq.id).await.map(drop)), mine);
+            assert_eq!(found(e.sequence_stats(p, seq.id).await.map(drop)), mine);
+            assert_eq!(
+                found(e.get_enrollment(p, enrollment.id).await.map(drop)),
+                mine
+            );
+            assert_eq!(found(e.get_approval(p, approval.id).await.map(drop)), mine);
+            let n = |len: usize| if mine { len } else { 0 };
+            assert_eq!(e.list_templates(p, &page).await.unwrap().items.len(), n(2));
+            assert_eq!(e.list_sequences(p, &page).await.unwrap().items.len(), n(1));
+            let all = EnrollmentFilter::default();
+            assert_eq!(
+                e.list_enrollments(p, &all, &page)
+                    .await
+                    .unwrap()
+                    .items
+                    .len(),
+                n(1)
+            );
+            assert_eq!(
+                e.list_approvals(p, None, &page).await.unwrap().items.len(),
+                n(1)
+            );
+            assert_eq!(e.list_tasks(p, None, &page).await.unwrap().items.len(), 0);
+            let messages = MessageFilter::default();
+            assert_eq!(
+                e.list_messages(p, &messages, &page)
+                    .await
+                    .unwrap()
+                    .items
+                    .len(),
+                n(1)
+            );
+            let log = ActivityFilter::default();
+            assert_eq!(
+                e.list_activities(p, &log, &page)
+                    .await
+                    .unwrap()
+                    .items
+                    .is_empty(),
+                !mine
+            );
+        }
+    }
+);

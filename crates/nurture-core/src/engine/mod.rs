@@ -19,6 +19,11 @@ use crate::keys;
 use crate::settings::TenantSettings;
 use crate::store::{Scope, Store, Tx};
 
+/// How long a request holds its `Idempotency-Key` before a retry may take it over: longer than
+/// any request runs (bodies are at most a few MiB, every command is one transaction), short
+/// enough that a client retrying after a crashed process is not refused for long.
+pub const IDEMPOTENCY_LEASE: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+
 pub use commands::*;
 pub use scheduler::{BatchReport, SchedulerConfig};
 
@@ -200,18 +205,27 @@ impl Engine {
         Ok(next)
     }
 
-    /// Idempotency-Key support for the API: the saved response for a key, if any.
-    pub async fn saved_response(
+    /// `Idempotency-Key` for the API: reserves `key` for a request with `request_hash` for
+    /// [`IDEMPOTENCY_LEASE`], or says what holds it (see [`Tx::reserve_idempotency_key`]).
+    /// The reservation lives in the database, so it holds across every process serving the
+    /// tenant.
+    pub async fn reserve_idempotency_key(
         &self,
         p: Principal,
         key: &str,
-    ) -> Result<Option<crate::store::SavedResponse>> {
+        request_hash: &[u8],
+    ) -> Result<crate::store::KeyState> {
+        let now = self.now();
+        let lease_until = now + IDEMPOTENCY_LEASE;
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
-        let saved = tx.get_saved_response(p.tenant_id, key).await?;
+        let state = tx
+            .reserve_idempotency_key(p.tenant_id, key, request_hash, now, lease_until)
+            .await?;
         tx.commit().await?;
-        Ok(saved)
+        Ok(state)
     }
 
+    /// Completes a reservation with the answer to replay to retries.
     pub async fn save_response(
         &self,
         p: Principal,
@@ -219,8 +233,14 @@ impl Engine {
         saved: &crate::store::SavedResponse,
     ) -> Result<()> {
         let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
-        tx.save_response(p.tenant_id, key, saved, self.now())
-            .await?;
+        tx.save_response(p.tenant_id, key, saved).await?;
+        tx.commit().await
+    }
+
+    /// Gives a reservation up, so that a retry runs the request again.
+    pub async fn release_idempotency_key(&self, p: Principal, key: &str) -> Result<()> {
+        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
+        tx.release_idempotency_key(p.tenant_id, key).await?;
         tx.commit().await
     }
 }

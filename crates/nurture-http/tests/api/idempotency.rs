@@ -138,3 +138,70 @@ async fn posts_without_a_key_are_not_deduplicated() {
     assert_eq!((a.status, b.status), (201, 201));
     assert_ne!(a.json["id"], b.json["id"]);
 }
+
+/// The key's hash as the server computes it: method, path and body.
+fn request_hash(path: &str, body: &Value) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"POST\n");
+    h.update(path.as_bytes());
+    h.update(b"\n");
+    h.update(serde_json::to_vec(body).unwrap());
+    h.finalize().to_vec()
+}
+
+#[tokio::test]
+async fn a_retry_while_another_process_runs_the_request_is_409_until_its_lease_ends() {
+    let app = spawn_app().await;
+    let p = app
+        .engine
+        .authenticate(&app.api_key)
+        .await
+        .unwrap()
+        .unwrap();
+    let body = json!({"email": "ada@example.com"});
+    // Another `nurture serve` on the same database has begun this request and not finished.
+    let reserved = app
+        .engine
+        .reserve_idempotency_key(p, "key-1", &request_hash("/v1/leads", &body))
+        .await
+        .unwrap();
+    assert_eq!(reserved, nurture_core::store::KeyState::Reserved);
+
+    let r = post_with_key(&app, "/v1/leads", "key-1", body.clone()).await;
+    let problem = &r.problem(409).json;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("still running"),
+        "{problem}"
+    );
+    let other = post_with_key(
+        &app,
+        "/v1/leads",
+        "key-1",
+        json!({"email": "bo@example.com"}),
+    )
+    .await;
+    other.problem(422);
+    let leads: i64 = sqlx::query_scalar("SELECT count(*) FROM leads")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(leads, 0, "nothing ran");
+
+    // That process died: once its lease is over, a retry takes the key and runs the request.
+    let lease = nurture_core::engine::IDEMPOTENCY_LEASE.as_secs();
+    app.post("/v1/clock/advance", json!({"hours": 1}))
+        .await
+        .ok(200);
+    assert!(lease < 3600);
+    let r = post_with_key(&app, "/v1/leads", "key-1", body.clone()).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.header("idempotent-replayed"), None);
+    let again = post_with_key(&app, "/v1/leads", "key-1", body).await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.text, r.text);
+}
