@@ -19,8 +19,7 @@ async fn reviewed_sequence(app: &TestApp) {
     app.auto_sequence(json!([approval_step, follow_up])).await;
 }
 
-#[tokio::test]
-async fn an_approval_pauses_and_approving_sends_the_edited_message() {
+api_test!(an_approval_pauses_and_approving_sends_the_edited_message, {
     let app = spawn_app().await;
     reviewed_sequence(&app).await;
     let lead = waiting_lead(&app).await;
@@ -92,10 +91,9 @@ async fn an_approval_pauses_and_approving_sends_the_edited_message() {
         .problem(409);
     assert!(app.all("/v1/approvals?status=pending").await.is_empty());
     assert_eq!(app.all("/v1/approvals?status=approved").await.len(), 1);
-}
+});
 
-#[tokio::test]
-async fn rejecting_skips_the_step_or_exits() {
+api_test!(rejecting_skips_the_step_or_exits, {
     let app = spawn_app().await;
     reviewed_sequence(&app).await;
     let skip = waiting_lead(&app).await;
@@ -148,4 +146,4 @@ async fn rejecting_skips_the_step_or_exits() {
     app.post_empty("/v1/approvals/0190f0f0-0000-7000-8000-000000000000/reject")
         .await
         .problem(404);
-}
+});

@@ -4,8 +4,7 @@ use serde_json::json;
 
 use crate::helpers::{Options, START, email_step, spawn_app, spawn_app_with};
 
-#[tokio::test]
-async fn the_clock_reads_and_advances() {
+api_test!(the_clock_reads_and_advances, {
     let app = spawn_app().await;
     assert_eq!(app.get("/v1/clock").await.ok(200)["now"], START);
     assert_eq!(app.advance_hours(24.0).await["now"], "2026-01-06T09:00:00Z");
@@ -18,10 +17,9 @@ async fn the_clock_reads_and_advances() {
         app.get("/v1/clock").await.ok(200)["now"],
         "2026-01-10T00:00:00Z"
     );
-}
+});
 
-#[tokio::test]
-async fn advancing_runs_the_work_that_falls_due() {
+api_test!(advancing_runs_the_work_that_falls_due, {
     let app = spawn_app().await;
     app.auto_sequence(json!([email_step(1, 0), email_step(2, 72)]))
         .await;
@@ -38,10 +36,9 @@ async fn advancing_runs_the_work_that_falls_due() {
         .map(|m| m["created_at"].as_str().unwrap())
         .collect();
     assert_eq!(times, ["2026-01-05T09:00:00Z", "2026-01-08T09:00:00Z"]);
-}
+});
 
-#[tokio::test]
-async fn a_bad_advance_is_422() {
+api_test!(a_bad_advance_is_422, {
     let app = spawn_app().await;
     let back = app
         .post("/v1/clock/advance", json!({"to": "2020-01-01T00:00:00Z"}))
@@ -61,10 +58,9 @@ async fn a_bad_advance_is_422() {
     not_a_time.problem(422);
     assert_eq!(not_a_time.error_paths(), ["to"]);
     assert_eq!(app.get("/v1/clock").await.ok(200)["now"], START);
-}
+});
 
-#[tokio::test]
-async fn without_the_manual_clock_the_endpoints_do_not_exist() {
+api_test!(without_the_manual_clock_the_endpoints_do_not_exist, {
     let app = spawn_app_with(Options {
         manual_clock: false,
         ..Options::default()
@@ -77,4 +73,4 @@ async fn without_the_manual_clock_the_endpoints_do_not_exist() {
     let doc = app.get("/openapi.json").await.ok(200).clone();
     assert!(doc["paths"].get("/v1/clock").is_none());
     assert!(doc["paths"].get("/v1/clock/advance").is_none());
-}
+});

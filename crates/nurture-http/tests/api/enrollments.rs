@@ -4,8 +4,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{email_step, id, spawn_app};
 
-#[tokio::test]
-async fn manual_enrollment_and_changes_by_hand() {
+api_test!(manual_enrollment_and_changes_by_hand, {
     let app = spawn_app().await;
     app.create_template("a").await;
     let seq = app
@@ -119,10 +118,9 @@ async fn manual_enrollment_and_changes_by_hand() {
             .len(),
         1
     );
-}
+});
 
-#[tokio::test]
-async fn exit_without_a_body_is_manual() {
+api_test!(exit_without_a_body_is_manual, {
     let app = spawn_app().await;
     app.auto_sequence(json!([email_step(1, 24)])).await;
     let lead = app.create_lead(json!({})).await;
@@ -131,10 +129,9 @@ async fn exit_without_a_body_is_manual() {
         .post_empty(&format!("/v1/enrollments/{}/exit", id(e)))
         .await;
     assert_eq!(exited.ok(200)["exit_reason"], "manual");
-}
+});
 
-#[tokio::test]
-async fn safety_checks_refuse_manual_enrollment() {
+api_test!(safety_checks_refuse_manual_enrollment, {
     let app = spawn_app().await;
     app.create_template("a").await;
     let active = app
@@ -171,4 +168,4 @@ async fn safety_checks_refuse_manual_enrollment() {
         .await;
     bad.problem(422);
     assert_eq!(bad.error_paths(), ["lead_id"]);
-}
+});

@@ -6,8 +6,7 @@ use serde_json::json;
 
 use crate::helpers::{Options, id, spawn_app, spawn_app_with};
 
-#[tokio::test]
-async fn malformed_json_is_400() {
+api_test!(malformed_json_is_400, {
     let app = spawn_app().await;
     let r = app
         .raw(
@@ -19,10 +18,9 @@ async fn malformed_json_is_400() {
         .await;
     r.problem(400);
     assert_eq!(r.json["type"], "about:blank");
-}
+});
 
-#[tokio::test]
-async fn a_wrong_type_is_422_at_its_path() {
+api_test!(a_wrong_type_is_422_at_its_path, {
     let app = spawn_app().await;
     let body = json!({"name": "x", "steps": [
         {"channel": "wait", "delay_hours": 1},
@@ -32,10 +30,9 @@ async fn a_wrong_type_is_422_at_its_path() {
     r.problem(422);
     assert_eq!(r.error_paths(), ["steps[1].delay_hours"]);
     assert_eq!(r.json["type"], "urn:nurture:problem:validation");
-}
+});
 
-#[tokio::test]
-async fn values_the_domain_refuses_are_422_with_every_path() {
+api_test!(values_the_domain_refuses_are_422_with_every_path, {
     let app = spawn_app().await;
     let body = json!({"name": "x", "steps": [
         {"channel": "email", "delay_hours": -1, "template_id": "no spaces"},
@@ -54,18 +51,16 @@ async fn values_the_domain_refuses_are_422_with_every_path() {
             "{expected} missing from {paths:?}"
         );
     }
-}
+});
 
-#[tokio::test]
-async fn a_missing_field_is_422_naming_it() {
+api_test!(a_missing_field_is_422_naming_it, {
     let app = spawn_app().await;
     let r = app.post("/v1/leads", json!({"first_name": "Ada"})).await;
     r.problem(422);
     assert_eq!(r.error_paths(), ["email"]);
-}
+});
 
-#[tokio::test]
-async fn an_unknown_field_is_422() {
+api_test!(an_unknown_field_is_422, {
     let app = spawn_app().await;
     let r = app
         .post(
@@ -83,10 +78,9 @@ async fn an_unknown_field_is_422() {
         .await;
     r.problem(422);
     assert_eq!(r.error_paths(), ["exit_rules.extra"]);
-}
+});
 
-#[tokio::test]
-async fn a_body_over_the_limit_is_413() {
+api_test!(a_body_over_the_limit_is_413, {
     let app = spawn_app_with(Options {
         config: HttpConfig {
             body_limit: 1024,
@@ -117,10 +111,9 @@ async fn a_body_over_the_limit_is_413() {
     app.post("/v1/leads", json!({"email": "a@example.com"}))
         .await
         .ok(201);
-}
+});
 
-#[tokio::test]
-async fn the_default_limit_is_one_mebibyte() {
+api_test!(the_default_limit_is_one_mebibyte, {
     let app = spawn_app().await;
     let big = format!(
         "{{\"email\": \"a@example.com\", \"company\": \"{}\"}}",
@@ -129,28 +122,25 @@ async fn the_default_limit_is_one_mebibyte() {
     app.raw(Method::POST, "/v1/leads", big, Some("application/json"))
         .await
         .problem(413);
-}
+});
 
-#[tokio::test]
-async fn an_unknown_route_is_404() {
+api_test!(an_unknown_route_is_404, {
     let app = spawn_app().await;
     app.get("/v1/nothing-here").await.problem(404);
     // Even without a key: the route does not exist, so there is nothing to authorize.
     let r = app.send(app.client.get(format!("{}/nope", app.base))).await;
     r.problem(404);
-}
+});
 
-#[tokio::test]
-async fn a_wrong_method_is_405_with_allow() {
+api_test!(a_wrong_method_is_405_with_allow, {
     let app = spawn_app().await;
     let r = app.send(app.req(Method::DELETE, "/v1/sequences")).await;
     r.problem(405);
     let allow = r.header("allow").unwrap();
     assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
-}
+});
 
-#[tokio::test]
-async fn a_missing_or_wrong_key_is_401() {
+api_test!(a_missing_or_wrong_key_is_401, {
     let app = spawn_app().await;
     let none = app
         .send(app.client.get(format!("{}/v1/sequences", app.base)))
@@ -181,10 +171,9 @@ async fn a_missing_or_wrong_key_is_401() {
         )
         .await;
     scheme.problem(401);
-}
+});
 
-#[tokio::test]
-async fn another_tenants_objects_are_404_and_absent_from_lists() {
+api_test!(another_tenants_objects_are_404_and_absent_from_lists, {
     let app = spawn_app().await;
     let seq = app
         .auto_sequence(json!([crate::helpers::email_step(1, 0)]))
@@ -234,10 +223,9 @@ async fn another_tenants_objects_are_404_and_absent_from_lists() {
     );
     // And the owner still sees them.
     app.get(&format!("/v1/leads/{}", id(&lead))).await.ok(200);
-}
+});
 
-#[tokio::test]
-async fn a_body_that_is_not_declared_json_is_415() {
+api_test!(a_body_that_is_not_declared_json_is_415, {
     let app = spawn_app().await;
     app.raw(
         Method::POST,
@@ -267,34 +255,34 @@ async fn a_body_that_is_not_declared_json_is_415() {
     )
     .await
     .ok(201);
-}
+});
 
-#[tokio::test]
-async fn a_path_id_that_is_not_a_uuid_is_404() {
+api_test!(a_path_id_that_is_not_a_uuid_is_404, {
     let app = spawn_app().await;
     app.get("/v1/leads/not-a-uuid").await.problem(404);
     app.post_empty("/v1/sequences/123/activate")
         .await
         .problem(404);
-}
+});
 
-#[tokio::test]
-async fn an_unexpected_error_is_a_generic_500_carrying_the_request_id() {
-    let app = spawn_app().await;
-    app.pool.close().await;
-    let r = app.get("/v1/sequences").await;
-    r.problem(500);
-    assert!(
-        !r.text.contains("sqlite") && !r.text.contains("pool"),
-        "internal detail leaked: {}",
-        r.text
-    );
-    assert!(r.header("x-request-id").is_some_and(|id| !id.is_empty()));
-    app.get("/readyz").await.problem(503);
-}
+api_test!(
+    an_unexpected_error_is_a_generic_500_carrying_the_request_id,
+    {
+        let app = spawn_app().await;
+        app.lose_database().await;
+        let r = app.get("/v1/sequences").await;
+        r.problem(500);
+        assert!(
+            !r.text.contains("sqlite") && !r.text.contains("pool"),
+            "internal detail leaked: {}",
+            r.text
+        );
+        assert!(r.header("x-request-id").is_some_and(|id| !id.is_empty()));
+        app.get("/readyz").await.problem(503);
+    }
+);
 
-#[tokio::test]
-async fn every_answer_carries_a_request_id() {
+api_test!(every_answer_carries_a_request_id, {
     let app = spawn_app().await;
     for r in [
         app.get("/healthz").await,
@@ -313,4 +301,4 @@ async fn every_answer_carries_a_request_id() {
         )
         .await;
     assert_eq!(given.header("x-request-id"), Some("trace-me-42"));
-}
+});

@@ -1,5 +1,7 @@
-//! The test app: a real server on a random port over a fresh SQLite database, with a manual
-//! clock, and a method per endpoint (zero-to-production's `spawn_app`).
+//! The test app: a real server on a random port over a fresh database, with a manual clock, and
+//! a method per endpoint (zero-to-production's `spawn_app`). [`api_test!`] runs a test once on
+//! SQLite and once on PostgreSQL (a database of its own on the server `NURTURE_TEST_PG` names,
+//! dropped afterwards), as the behaviour suite does.
 
 use std::sync::Arc;
 
@@ -8,6 +10,8 @@ use nurture_core::Engine;
 use nurture_core::clock::{ManualClock, SystemClock};
 use nurture_core::store::Store;
 use nurture_http::{HttpConfig, serve};
+use nurture_postgres::PgStore;
+use nurture_postgres::testing::TestDatabase;
 use nurture_sqlite::SqliteStore;
 use reqwest::Method;
 use reqwest::header::HeaderMap;
@@ -22,8 +26,56 @@ pub struct TestApp {
     pub api_key: String,
     pub client: reqwest::Client,
     pub engine: Arc<Engine>,
-    pub pool: sqlx::SqlitePool,
-    _dir: Arc<tempfile::TempDir>,
+    db: Arc<Db>,
+}
+
+/// The backends a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+tokio::task_local! {
+    /// The backend of the running test ([`api_test!`] sets it; plain tests get SQLite).
+    pub static BACKEND: Backend;
+}
+
+/// Writes a test once and runs it on every backend: `api_test!(name, { ... });` gives
+/// `name::sqlite` and `name::postgres`, in which `spawn_app` opens that backend.
+macro_rules! api_test {
+    ($name:ident, { $($body:tt)* }) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test]
+            async fn sqlite() {
+                crate::helpers::BACKEND
+                    .scope(crate::helpers::Backend::Sqlite, async move { $($body)* })
+                    .await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                crate::helpers::BACKEND
+                    .scope(crate::helpers::Backend::Postgres, async move { $($body)* })
+                    .await
+            }
+        }
+    };
+}
+
+/// What the test's database lives in; dropping it removes the database.
+enum Db {
+    Sqlite {
+        pool: sqlx::SqlitePool,
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        pool: sqlx::PgPool,
+        /// The server's superuser, which row-level security does not filter (for counts).
+        admin: sqlx::PgPool,
+        _db: TestDatabase,
+    },
 }
 
 /// An answer, read whole.
@@ -102,13 +154,38 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = SqliteStore::connect(&format!("sqlite://{}/t.db", dir.path().display()))
-        .await
-        .expect("sqlite opens");
+    let backend = BACKEND.try_with(|b| *b).unwrap_or(Backend::Sqlite);
+    let (store, db): (Arc<dyn Store>, Db) = match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let store = SqliteStore::connect(&format!("sqlite://{}/t.db", dir.path().display()))
+                .await
+                .expect("sqlite opens");
+            let pool = store.pool().clone();
+            (Arc::new(store), Db::Sqlite { pool, _dir: dir })
+        }
+        Backend::Postgres => {
+            let db = TestDatabase::create()
+                .await
+                .expect("a PostgreSQL test database");
+            let store = PgStore::connect_with(db.options())
+                .await
+                .expect("PostgreSQL connects");
+            let pool = store.pool().clone();
+            let admin = sqlx::PgPool::connect(&db.url())
+                .await
+                .expect("PostgreSQL connects");
+            (
+                Arc::new(store),
+                Db::Postgres {
+                    pool,
+                    admin,
+                    _db: db,
+                },
+            )
+        }
+    };
     store.migrate().await.expect("migrations apply");
-    let pool = store.pool().clone();
-    let store: Arc<dyn Store> = Arc::new(store);
     let engine = if options.manual_clock {
         let start: Timestamp = START.parse().unwrap();
         Engine::with_manual_clock(store, Arc::new(ManualClock::new(start)))
@@ -132,12 +209,29 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         api_key,
         client: reqwest::Client::new(),
         engine,
-        pool,
-        _dir: Arc::new(dir),
+        db: Arc::new(db),
     }
 }
 
 impl TestApp {
+    /// Rows in `table`, of every tenant.
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"));
+        match self.db.as_ref() {
+            Db::Sqlite { pool, .. } => sqlx::query_scalar(sql).fetch_one(pool).await,
+            Db::Postgres { admin, .. } => sqlx::query_scalar(sql).fetch_one(admin).await,
+        }
+        .expect("a count")
+    }
+
+    /// Closes the server's connections to the database, as if it had gone away.
+    pub async fn lose_database(&self) {
+        match self.db.as_ref() {
+            Db::Sqlite { pool, .. } => pool.close().await,
+            Db::Postgres { pool, .. } => pool.close().await,
+        }
+    }
+
     /// The same server, seen by a new tenant.
     pub async fn other_tenant(&self) -> TestApp {
         let (_, api_key) = self.engine.create_tenant("other").await.unwrap();

@@ -4,8 +4,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{email_step, id, spawn_app};
 
-#[tokio::test]
-async fn a_new_lead_is_201_with_the_enrollments_it_caused() {
+api_test!(a_new_lead_is_201_with_the_enrollments_it_caused, {
     let app = spawn_app().await;
     let seq = app.auto_sequence(json!([email_step(1, 0)])).await;
     let lead = app
@@ -55,10 +54,9 @@ async fn a_new_lead_is_201_with_the_enrollments_it_caused() {
         app.get(&format!("/v1/leads/{}", id(&lead))).await.ok(200)["email"],
         lead["email"]
     );
-}
+});
 
-#[tokio::test]
-async fn posting_an_existing_id_upserts_with_200() {
+api_test!(posting_an_existing_id_upserts_with_200, {
     let app = spawn_app().await;
     let lead = app.create_lead(json!({"company": "Acme"})).await;
     let again = app
@@ -81,10 +79,9 @@ async fn posting_an_existing_id_upserts_with_200() {
         .post("/v1/leads", json!({"id": chosen, "email": "c@example.com"}))
         .await;
     assert_eq!(created.ok(201)["id"], chosen);
-}
+});
 
-#[tokio::test]
-async fn a_patch_changes_what_it_names_and_takes_effect_at_once() {
+api_test!(a_patch_changes_what_it_names_and_takes_effect_at_once, {
     let app = spawn_app().await;
     app.auto_sequence(json!([email_step(1, 0), email_step(2, 48)]))
         .await;
@@ -139,10 +136,9 @@ async fn a_patch_changes_what_it_names_and_takes_effect_at_once() {
     )
     .await
     .problem(404);
-}
+});
 
-#[tokio::test]
-async fn a_positive_reply_exits_at_once() {
+api_test!(a_positive_reply_exits_at_once, {
     let app = spawn_app().await;
     app.auto_sequence(json!([email_step(1, 0), email_step(2, 72)]))
         .await;
@@ -163,10 +159,9 @@ async fn a_positive_reply_exits_at_once() {
         (e["status"].clone(), e["exit_reason"].clone()),
         (json!("exited"), json!("positive_reply"))
     );
-}
+});
 
-#[tokio::test]
-async fn events_are_checked_for_what_their_type_needs() {
+api_test!(events_are_checked_for_what_their_type_needs, {
     let app = spawn_app().await;
     let lead = app.create_lead(json!({})).await;
     let path = format!("/v1/leads/{}/events", id(&lead));
@@ -228,4 +223,4 @@ async fn events_are_checked_for_what_their_type_needs() {
     )
     .await
     .problem(404);
-}
+});

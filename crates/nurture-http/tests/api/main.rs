@@ -1,6 +1,7 @@
 //! The HTTP API's integration tests, one binary (zero-to-production's layout): each test
 //! starts its own server on a fresh database with a manual clock.
 
+#[macro_use]
 mod helpers;
 
 mod approvals;

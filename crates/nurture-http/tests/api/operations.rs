@@ -4,17 +4,15 @@ use std::collections::BTreeSet;
 
 use crate::helpers::spawn_app;
 
-#[tokio::test]
-async fn health_and_readiness() {
+api_test!(health_and_readiness, {
     let app = spawn_app().await;
     let no_key = app.client.get(format!("{}/healthz", app.base));
     assert_eq!(app.send(no_key).await.ok(200)["status"], "ok");
     let no_key = app.client.get(format!("{}/readyz", app.base));
     assert_eq!(app.send(no_key).await.ok(200)["status"], "ready");
-}
+});
 
-#[tokio::test]
-async fn metrics_count_requests_by_route_and_status() {
+api_test!(metrics_count_requests_by_route_and_status, {
     let app = spawn_app().await;
     app.get("/v1/sequences").await.ok(200);
     app.get("/v1/leads/0190f0f0-0000-7000-8000-000000000000")
@@ -37,7 +35,7 @@ async fn metrics_count_requests_by_route_and_status() {
         "{}",
         r.text
     );
-}
+});
 
 /// Every route served, as `METHOD path`: the document must list exactly these.
 const SERVED: &[&str] = &[
@@ -84,8 +82,7 @@ const SERVED: &[&str] = &[
     "GET /openapi.json",
 ];
 
-#[tokio::test]
-async fn the_openapi_document_lists_every_route_served() {
+api_test!(the_openapi_document_lists_every_route_served, {
     let app = spawn_app().await;
     let doc = app.get("/openapi.json").await.ok(200).clone();
     assert!(
@@ -143,10 +140,9 @@ async fn the_openapi_document_lists_every_route_served() {
     ] {
         assert!(schemas.contains_key(name), "schema {name} missing");
     }
-}
+});
 
-#[tokio::test]
-async fn header_names_are_title_case_on_the_wire() {
+api_test!(header_names_are_title_case_on_the_wire, {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app().await;
     let mut stream = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
@@ -164,10 +160,9 @@ async fn header_names_are_title_case_on_the_wire() {
         "{raw}"
     );
     assert!(raw.contains("\r\nX-Request-Id: "), "{raw}");
-}
+});
 
-#[tokio::test]
-async fn serve_returns_once_shutdown_resolves() {
+api_test!(serve_returns_once_shutdown_resolves, {
     let app = spawn_app().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -200,4 +195,4 @@ async fn serve_returns_once_shutdown_resolves() {
         client.get(format!("{base}/healthz")).send().await.is_err(),
         "nothing listens any more"
     );
-}
+});

@@ -13,8 +13,7 @@ fn ids(page: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn pages_follow_the_cursor_to_the_end() {
+api_test!(pages_follow_the_cursor_to_the_end, {
     let app = spawn_app().await;
     for t in ["t1", "t2", "t3", "t4", "t5"] {
         app.create_template(t).await;
@@ -37,10 +36,9 @@ async fn pages_follow_the_cursor_to_the_end() {
         .clone();
     assert_eq!(ids(&last), ["t5"]);
     assert_eq!(last["next_cursor"], Value::Null);
-}
+});
 
-#[tokio::test]
-async fn the_default_limit_is_50() {
+api_test!(the_default_limit_is_50, {
     let app = spawn_app().await;
     for i in 0..51 {
         app.create_template(&format!("t{i:02}")).await;
@@ -51,10 +49,9 @@ async fn the_default_limit_is_50() {
     let all = app.get("/v1/templates?limit=1000").await.ok(200).clone();
     assert_eq!(all["items"].as_array().unwrap().len(), 51);
     assert_eq!(all["next_cursor"], Value::Null);
-}
+});
 
-#[tokio::test]
-async fn rows_added_while_paging_neither_repeat_nor_shift_pages() {
+api_test!(rows_added_while_paging_neither_repeat_nor_shift_pages, {
     let app = spawn_app().await;
     let seq = |n: usize| json!({"name": format!("s{n}")});
     let mut created = Vec::new();
@@ -89,10 +86,9 @@ async fn rows_added_while_paging_neither_repeat_nor_shift_pages() {
         cursor = page["next_cursor"].as_str().map(String::from);
     }
     assert_eq!(seen, created, "every row once, in order");
-}
+});
 
-#[tokio::test]
-async fn a_bad_cursor_or_limit_is_422_naming_it() {
+api_test!(a_bad_cursor_or_limit_is_422_naming_it, {
     let app = spawn_app().await;
     for bad in ["not base64!", "@@@", ""] {
         let r = app.get(&format!("/v1/enrollments?cursor={bad}")).await;
@@ -110,10 +106,9 @@ async fn a_bad_cursor_or_limit_is_422_naming_it() {
     }
     app.get("/v1/sequences?limit=1000").await.ok(200);
     app.get("/v1/sequences?limit=1").await.ok(200);
-}
+});
 
-#[tokio::test]
-async fn a_bad_filter_is_422_naming_the_parameter() {
+api_test!(a_bad_filter_is_422_naming_the_parameter, {
     let app = spawn_app().await;
     for (query, param) in [
         ("/v1/enrollments?status=running", "status"),
@@ -130,4 +125,4 @@ async fn a_bad_filter_is_422_naming_the_parameter() {
         r.problem(422);
         assert_eq!(r.error_paths(), [param], "{query}");
     }
-}
+});

@@ -4,8 +4,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{email_step, id, spawn_app};
 
-#[tokio::test]
-async fn a_sequence_answers_its_steps_and_rules() {
+api_test!(a_sequence_answers_its_steps_and_rules, {
     let app = spawn_app().await;
     let body = json!({
         "name": "Warm leads", "priority": 5,
@@ -60,10 +59,9 @@ async fn a_sequence_answers_its_steps_and_rules() {
     assert_eq!(plain["exit_rules"], json!({"on_reply": "positive"}));
     assert_eq!(plain["priority"], 0);
     assert_eq!(plain["steps"], json!([]));
-}
+});
 
-#[tokio::test]
-async fn the_lifecycle_refuses_illegal_transitions_with_409() {
+api_test!(the_lifecycle_refuses_illegal_transitions_with_409, {
     let app = spawn_app().await;
     let s = app
         .post(
@@ -126,10 +124,9 @@ async fn the_lifecycle_refuses_illegal_transitions_with_409() {
         .await
         .problem(409);
     app.patch(&path, json!({"name": "N"})).await.problem(409);
-}
+});
 
-#[tokio::test]
-async fn activation_checks_the_tenant_limits() {
+api_test!(activation_checks_the_tenant_limits, {
     let app = spawn_app().await;
     let empty = app
         .post("/v1/sequences", json!({"name": "Empty"}))
@@ -156,10 +153,9 @@ async fn activation_checks_the_tenant_limits() {
         .await;
     r.problem(422);
     assert_eq!(r.error_paths(), ["steps"]);
-}
+});
 
-#[tokio::test]
-async fn a_patch_changes_only_what_it_names() {
+api_test!(a_patch_changes_only_what_it_names, {
     let app = spawn_app().await;
     let s = app
         .post(
@@ -213,10 +209,9 @@ async fn a_patch_changes_only_what_it_names() {
     )
     .await
     .problem(404);
-}
+});
 
-#[tokio::test]
-async fn stats_count_the_funnel() {
+api_test!(stats_count_the_funnel, {
     let app = spawn_app().await;
     let seq = app
         .auto_sequence(json!([email_step(1, 0), email_step(2, 48)]))
@@ -251,4 +246,4 @@ async fn stats_count_the_funnel() {
     app.get("/v1/sequences/0190f0f0-0000-7000-8000-000000000000/stats")
         .await
         .problem(404);
-}
+});

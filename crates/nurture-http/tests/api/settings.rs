@@ -4,8 +4,7 @@ use serde_json::json;
 
 use crate::helpers::spawn_app;
 
-#[tokio::test]
-async fn settings_start_at_the_defaults_and_patch_merges() {
+api_test!(settings_start_at_the_defaults_and_patch_merges, {
     let app = spawn_app().await;
     let s = app.get("/v1/settings").await.ok(200).clone();
     assert_eq!(
@@ -36,10 +35,9 @@ async fn settings_start_at_the_defaults_and_patch_merges() {
         .patch("/v1/settings", json!({"sending_window": null}))
         .await;
     assert_eq!(cleared.ok(200)["sending_window"], serde_json::Value::Null);
-}
+});
 
-#[tokio::test]
-async fn bad_settings_are_422_naming_the_setting() {
+api_test!(bad_settings_are_422_naming_the_setting, {
     let app = spawn_app().await;
     for (body, path) in [
         (json!({"bogus": 1}), "settings.bogus"),
@@ -58,4 +56,4 @@ async fn bad_settings_are_422_naming_the_setting() {
     }
     app.patch("/v1/settings", json!([1])).await.problem(422);
     assert_eq!(app.get("/v1/settings").await.ok(200)["max_steps"], 6);
-}
+});

@@ -4,8 +4,7 @@ use serde_json::json;
 
 use crate::helpers::{email_step, id, spawn_app};
 
-#[tokio::test]
-async fn a_task_step_waits_until_the_task_is_done() {
+api_test!(a_task_step_waits_until_the_task_is_done, {
     let app = spawn_app().await;
     let task_step = json!({"step_order": 1, "channel": "call_reminder", "delay_hours": 0});
     app.auto_sequence(json!([task_step, email_step(2, 0)]))
@@ -47,10 +46,9 @@ async fn a_task_step_waits_until_the_task_is_done() {
     app.post_empty("/v1/tasks/0190f0f0-0000-7000-8000-000000000000/complete")
         .await
         .problem(404);
-}
+});
 
-#[tokio::test]
-async fn messages_and_activities_tell_what_happened() {
+api_test!(messages_and_activities_tell_what_happened, {
     let app = spawn_app().await;
     app.auto_sequence(json!([email_step(1, 0), email_step(2, 24)]))
         .await;
@@ -133,4 +131,4 @@ async fn messages_and_activities_tell_what_happened() {
     ] {
         assert!(a.get(key).is_some(), "{key} missing from {a}");
     }
-}
+});

@@ -4,8 +4,7 @@ use serde_json::json;
 
 use crate::helpers::spawn_app;
 
-#[tokio::test]
-async fn templates_are_created_read_replaced_and_listed() {
+api_test!(templates_are_created_read_replaced_and_listed, {
     let app = spawn_app().await;
     let body = json!({"id": "intro", "name": "Intro", "subject": "Hi {{ first_name }}",
                       "body": "Hello {{ first_name }}", "html_body": "<p>Hello</p>", "pre_approved": true});
@@ -46,10 +45,9 @@ async fn templates_are_created_read_replaced_and_listed() {
         .map(|t| t["id"].clone())
         .collect();
     assert_eq!(listed, [json!("intro"), json!("other")]);
-}
+});
 
-#[tokio::test]
-async fn a_taken_id_is_409_and_bad_templates_422() {
+api_test!(a_taken_id_is_409_and_bad_templates_422, {
     let app = spawn_app().await;
     app.create_template("a").await;
     let dup = app
@@ -96,4 +94,4 @@ async fn a_taken_id_is_409_and_bad_templates_422() {
     .await
     .problem(422);
     app.get("/v1/templates/missing").await.problem(404);
-}
+});
