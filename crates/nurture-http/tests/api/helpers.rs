@@ -74,7 +74,7 @@ enum Db {
         pool: sqlx::PgPool,
         /// The server's superuser, which row-level security does not filter (for counts).
         admin: sqlx::PgPool,
-        _db: TestDatabase,
+        _db: Box<TestDatabase>,
     },
 }
 
