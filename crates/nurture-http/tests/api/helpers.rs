@@ -180,7 +180,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
                 Db::Postgres {
                     pool,
                     admin,
-                    _db: db,
+                    _db: Box::new(db),
                 },
             )
         }
