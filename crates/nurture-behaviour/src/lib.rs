@@ -236,13 +236,8 @@ impl Harness {
         let now = self.now();
         let leads: Vec<Lead> = (0..n)
             .map(|i| Lead {
-                id: new_id(),
-                tenant_id: self.p.tenant_id,
-                email: EmailAddress::parse(&format!("import{i}@example.com")).unwrap(),
                 first_name: Some(format!("Lead{i}")),
-                last_name: None,
                 company: Some("Imported".into()),
-                timezone: None,
                 status: if converted(i) {
                     LeadStatus::Converted
                 } else {
@@ -250,18 +245,11 @@ impl Harness {
                 },
                 score: 60,
                 score_band: Some("warm".into()),
-                segments: vec![],
-                attributes: serde_json::Map::new(),
-                owner_id: None,
-                do_not_contact: false,
-                unsubscribed: false,
-                bounced: false,
-                last_reply_at: None,
-                last_reply_sentiment: None,
-                last_engaged_at: None,
-                last_outbound_at: None,
-                created_at: now,
-                updated_at: now,
+                ..Lead::new(
+                    self.p.tenant_id,
+                    EmailAddress::parse(&format!("import{i}@example.com")).unwrap(),
+                    now,
+                )
             })
             .collect();
         let mut tx = self

@@ -414,6 +414,36 @@ pub struct Lead {
 }
 
 impl Lead {
+    /// A lead of which nothing is known but its address: status `new`, score 0, no band,
+    /// segments or attributes, no owner, contact allowed, no history; a fresh v7 id. Callers set
+    /// the rest with struct update syntax.
+    pub fn new(tenant_id: TenantId, email: EmailAddress, now: Timestamp) -> Lead {
+        Lead {
+            id: new_id(),
+            tenant_id,
+            email,
+            first_name: None,
+            last_name: None,
+            company: None,
+            timezone: None,
+            status: LeadStatus::New,
+            score: 0,
+            score_band: None,
+            segments: Vec::new(),
+            attributes: serde_json::Map::new(),
+            owner_id: None,
+            do_not_contact: false,
+            unsubscribed: false,
+            bounced: false,
+            last_reply_at: None,
+            last_reply_sentiment: None,
+            last_engaged_at: None,
+            last_outbound_at: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// The safety flags that forbid any contact, whatever the sequence says.
     pub fn contact_forbidden(&self) -> Option<&'static str> {
         if self.do_not_contact {

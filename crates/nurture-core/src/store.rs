@@ -77,6 +77,19 @@ pub struct EnrollmentUpdate {
     pub expected_version: i64,
 }
 
+/// The version guard's verdict on a batch of [`EnrollmentUpdate`]s, of which `done` found their
+/// row at the version they were read at: any fewer than all is a conflict, and the caller's
+/// transaction (which the error rolls back) writes nothing.
+pub fn all_updated(done: u64, updates: usize) -> Result<()> {
+    if done == updates as u64 {
+        return Ok(());
+    }
+    Err(crate::error::Error::conflict(format!(
+        "{} of {updates} enrollments changed while this write was prepared; retry",
+        (updates as u64).saturating_sub(done)
+    )))
+}
+
 /// Rows to write in one go. Every command and every scheduler batch ends in one `apply`.
 #[derive(Debug, Clone, Default)]
 pub struct Effects {
@@ -118,6 +131,17 @@ pub struct SequenceStats {
     pub replied: i64,
     pub converted: i64,
     pub exited_by_reason: Vec<(String, i64)>,
+}
+
+/// A stored `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyKey {
+    /// The hash of the request that holds the key.
+    pub request_hash: Vec<u8>,
+    /// Its answer, once it finished.
+    pub saved: Option<SavedResponse>,
+    /// Until when its request may run before a retry takes the key over (`None` once saved).
+    pub locked_until: Option<Timestamp>,
 }
 
 /// What an `Idempotency-Key` holds when a request arrives.
@@ -190,19 +214,31 @@ pub trait Tx: Send {
     async fn insert_user(&mut self, user: &User) -> Result<()>;
     async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> Result<()>;
     async fn find_api_key(&mut self, prefix: &str) -> Result<Option<ApiKeyRecord>>;
-    /// Claims `key` for a request with `request_hash` (the `Idempotency-Key` protocol): a
-    /// new key is reserved until `lease_until`; a key whose request finished gives its saved
-    /// answer; a key reserved by a request still running (its lease not expired at `now`) is
-    /// in flight. A reservation whose lease expired (its process died) passes to a request
-    /// with the same hash.
-    async fn reserve_idempotency_key(
+    /// Reserves `key` for a request with `request_hash` until `lease_until`; false if the key
+    /// is taken (reserved or saved) already. (The `Idempotency-Key` protocol is
+    /// [`crate::Engine::reserve_idempotency_key`].)
+    async fn insert_idempotency_key(
         &mut self,
         tenant: TenantId,
         key: &str,
         request_hash: &[u8],
         now: Timestamp,
         lease_until: Timestamp,
-    ) -> Result<KeyState>;
+    ) -> Result<bool>;
+    async fn get_idempotency_key(
+        &mut self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<IdempotencyKey>>;
+    /// Extends the lease of a key without an answer to `lease_until`, if it had run out at
+    /// `now`; false if it had not (or the key is gone or answered).
+    async fn take_over_idempotency_key(
+        &mut self,
+        tenant: TenantId,
+        key: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<bool>;
     /// Completes a reservation with the answer given.
     async fn save_response(
         &mut self,

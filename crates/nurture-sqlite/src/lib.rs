@@ -337,15 +337,8 @@ impl SqliteTx {
                 .write_enrollment_rows(&rest, UPDATE_ENROLLMENTS)
                 .await?;
         }
-        if done != updates.len() as u64 {
-            // Someone else wrote one of these enrollments since it was read: write nothing.
-            return Err(Error::conflict(format!(
-                "{} of {} enrollments changed while this write was prepared; retry",
-                updates.len() as u64 - done,
-                updates.len()
-            )));
-        }
-        Ok(())
+        // Someone else wrote one of these enrollments since it was read: write nothing.
+        all_updated(done, updates.len())
     }
 
     /// Runs one of the enrollment update statements over `updates`, passed as one JSON array:
@@ -658,14 +651,15 @@ impl Tx for SqliteTx {
         row.as_ref().map(api_key).transpose()
     }
 
-    async fn reserve_idempotency_key(
+    async fn insert_idempotency_key(
         &mut self,
         tenant: TenantId,
         key: &str,
         request_hash: &[u8],
         now: Timestamp,
         lease_until: Timestamp,
-    ) -> Result<KeyState> {
+    ) -> Result<bool> {
+        // Status 0 and no body: reserved, not answered yet.
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, body, created_at, locked_until)
              VALUES (?, ?, ?, 0, x'', ?, ?) ON CONFLICT (tenant_id, key) DO NOTHING",
@@ -679,49 +673,61 @@ impl Tx for SqliteTx {
         .await
         .map_err(db)?
         .rows_affected();
-        if inserted == 1 {
-            return Ok(KeyState::Reserved);
-        }
+        Ok(inserted == 1)
+    }
+    async fn get_idempotency_key(
+        &mut self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<IdempotencyKey>> {
         let row = sqlx::query(
             "SELECT request_hash, status, body, locked_until FROM idempotency_keys WHERE tenant_id = ? AND key = ?",
         )
         .bind(id(tenant))
         .bind(key)
-        .fetch_one(self.conn())
+        .fetch_optional(self.conn())
         .await
         .map_err(db)?;
-        let held_by: Vec<u8> = get(&row, "request_hash")?;
-        let status: i64 = get(&row, "status")?;
-        if status != 0 {
-            return Ok(KeyState::Saved(SavedResponse {
-                request_hash: held_by,
-                status: status as u16,
-                body: get(&row, "body")?,
-            }));
-        }
-        let expired = get_opt_ts(&row, "locked_until")?.is_none_or(|until| until <= now);
-        if expired && held_by == request_hash {
-            // The attempt that reserved it died: this retry takes the key over, unless another
-            // retry got there first.
-            let taken = sqlx::query(
-                "UPDATE idempotency_keys SET locked_until = ?
-                 WHERE tenant_id = ? AND key = ? AND status = 0 AND (locked_until IS NULL OR locked_until <= ?)",
-            )
-            .bind(ts(lease_until))
-            .bind(id(tenant))
-            .bind(key)
-            .bind(ts(now))
-            .execute(self.conn())
-            .await
-            .map_err(db)?
-            .rows_affected();
-            if taken == 1 {
-                return Ok(KeyState::Reserved);
-            }
-        }
-        Ok(KeyState::InFlight {
-            request_hash: held_by,
+        row.map(|r| {
+            let request_hash: Vec<u8> = get(&r, "request_hash")?;
+            let status: i64 = get(&r, "status")?;
+            let saved = (status != 0)
+                .then(|| {
+                    Ok::<_, Error>(SavedResponse {
+                        request_hash: request_hash.clone(),
+                        status: status as u16,
+                        body: get(&r, "body")?,
+                    })
+                })
+                .transpose()?;
+            Ok(IdempotencyKey {
+                request_hash,
+                saved,
+                locked_until: get_opt_ts(&r, "locked_until")?,
+            })
         })
+        .transpose()
+    }
+    async fn take_over_idempotency_key(
+        &mut self,
+        tenant: TenantId,
+        key: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<bool> {
+        let taken = sqlx::query(
+            "UPDATE idempotency_keys SET locked_until = ?
+             WHERE tenant_id = ? AND key = ? AND status = 0 AND (locked_until IS NULL OR locked_until <= ?)",
+        )
+        .bind(ts(lease_until))
+        .bind(id(tenant))
+        .bind(key)
+        .bind(ts(now))
+        .execute(self.conn())
+        .await
+        .map_err(db)?
+        .rows_affected();
+        Ok(taken == 1)
     }
     async fn save_response(
         &mut self,

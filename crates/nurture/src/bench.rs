@@ -286,28 +286,19 @@ async fn build(
             .map(|i| {
                 let k = i as usize;
                 Ok(Lead {
-                    id: new_id(),
-                    tenant_id: p.tenant_id,
-                    email: EmailAddress::parse(&format!("lead{i}@example.com"))?,
                     first_name: Some(format!("Lead{i}")),
                     last_name: Some("Bench".into()),
                     company: Some(format!("Company {}", k % 997)),
-                    timezone: None,
                     status: statuses[k % statuses.len()],
                     score: (k % 100) as i64,
                     score_band: Some(bands[(k / 5) % bands.len()].into()),
                     segments: vec![format!("seg{}", k % SEQUENCES)],
-                    attributes: serde_json::Map::new(),
-                    owner_id: None,
                     do_not_contact: k.is_multiple_of(50),
-                    unsubscribed: false,
-                    bounced: false,
-                    last_reply_at: None,
-                    last_reply_sentiment: None,
-                    last_engaged_at: None,
-                    last_outbound_at: None,
-                    created_at: now,
-                    updated_at: now,
+                    ..Lead::new(
+                        p.tenant_id,
+                        EmailAddress::parse(&format!("lead{i}@example.com"))?,
+                        now,
+                    )
                 })
             })
             .collect::<anyhow::Result<_>>()?;

@@ -111,28 +111,15 @@ async fn paused_due_work(db: &TestDatabase, conn: &mut PgConnection) {
     engine.activate_sequence(p, s.id).await.unwrap();
     let leads: Vec<Lead> = (0..LEADS)
         .map(|i| Lead {
-            id: new_id(),
-            tenant_id: p.tenant_id,
-            email: EmailAddress::parse(&format!("lead{i}@example.com")).unwrap(),
             first_name: Some(format!("Lead{i}")),
-            last_name: None,
-            company: None,
-            timezone: None,
             status: LeadStatus::Qualified,
             score: 60,
             score_band: Some("warm".into()),
-            segments: vec![],
-            attributes: serde_json::Map::new(),
-            owner_id: None,
-            do_not_contact: false,
-            unsubscribed: false,
-            bounced: false,
-            last_reply_at: None,
-            last_reply_sentiment: None,
-            last_engaged_at: None,
-            last_outbound_at: None,
-            created_at: t0,
-            updated_at: t0,
+            ..Lead::new(
+                p.tenant_id,
+                EmailAddress::parse(&format!("lead{i}@example.com")).unwrap(),
+                t0,
+            )
         })
         .collect();
     let mut tx = store.begin(Scope::Tenant(p.tenant_id)).await.unwrap();

@@ -239,8 +239,6 @@ impl Engine {
         }
         let lead = Lead {
             id: input.id.unwrap_or_else(new_id),
-            tenant_id: p.tenant_id,
-            email: input.email,
             first_name: input.first_name,
             last_name: input.last_name,
             company: input.company,
@@ -253,13 +251,7 @@ impl Engine {
             owner_id: input.owner_id,
             do_not_contact: input.do_not_contact,
             unsubscribed: input.unsubscribed,
-            bounced: false,
-            last_reply_at: None,
-            last_reply_sentiment: None,
-            last_engaged_at: None,
-            last_outbound_at: None,
-            created_at: now,
-            updated_at: now,
+            ..Lead::new(p.tenant_id, input.email, now)
         };
         tx.insert_lead(&lead).await?;
         let settings = self.settings(tx.as_mut(), p.tenant_id).await?;

@@ -17,7 +17,7 @@ use crate::domain::*;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::settings::TenantSettings;
-use crate::store::{Scope, Store, Tx};
+use crate::store::{KeyState, Scope, Store, Tx};
 
 /// How long a request holds its `Idempotency-Key` before a retry may take it over: longer than
 /// any request runs (bodies are at most a few MiB, every command is one transaction), short
@@ -214,15 +214,49 @@ impl Engine {
         p: Principal,
         key: &str,
         request_hash: &[u8],
-    ) -> Result<crate::store::KeyState> {
+    ) -> Result<KeyState> {
         let now = self.now();
         let lease_until = now + IDEMPOTENCY_LEASE;
-        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
-        let state = tx
-            .reserve_idempotency_key(p.tenant_id, key, request_hash, now, lease_until)
-            .await?;
-        tx.commit().await?;
-        Ok(state)
+        let tenant = p.tenant_id;
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        // Twice at most: a key released between the insert and the read is free again.
+        for _ in 0..2 {
+            if tx
+                .insert_idempotency_key(tenant, key, request_hash, now, lease_until)
+                .await?
+            {
+                tx.commit().await?;
+                return Ok(KeyState::Reserved);
+            }
+            let Some(held) = tx.get_idempotency_key(tenant, key).await? else {
+                continue;
+            };
+            let state = match held.saved {
+                Some(saved) => KeyState::Saved(saved),
+                None => {
+                    // A lease that ran out belonged to a process that died: the same request
+                    // may take the key over (one retry wins); a different one never may.
+                    let expired = held.locked_until.is_none_or(|until| until <= now);
+                    if expired
+                        && held.request_hash == request_hash
+                        && tx
+                            .take_over_idempotency_key(tenant, key, now, lease_until)
+                            .await?
+                    {
+                        KeyState::Reserved
+                    } else {
+                        KeyState::InFlight {
+                            request_hash: held.request_hash,
+                        }
+                    }
+                }
+            };
+            tx.commit().await?;
+            return Ok(state);
+        }
+        Err(Error::conflict(
+            "the Idempotency-Key changed hands while it was read; retry",
+        ))
     }
 
     /// Completes a reservation with the answer to replay to retries.
