@@ -171,8 +171,9 @@ impl Engine {
         let Some(prefix) = keys::prefix_of(api_key) else {
             return Ok(None);
         };
-        // Before the key is found there is no tenant: the lookup by prefix is system work.
-        let mut tx = self.begin(Scope::System).await?;
+        // Before the key is found there is no tenant: the lookup by prefix is system work. A
+        // read: every API request does it, and none should wait for the scheduler's writes.
+        let mut tx = self.store.begin_read(Scope::System).await?;
         let record = tx.find_api_key(prefix).await?;
         tx.commit().await?;
         Ok(record
@@ -184,7 +185,7 @@ impl Engine {
     }
 
     pub async fn get_settings(&self, p: Principal) -> Result<TenantSettings> {
-        let mut tx = self.begin(Scope::Tenant(p.tenant_id)).await?;
+        let mut tx = self.begin_read(p.tenant_id).await?;
         let s = self.settings(tx.as_mut(), p.tenant_id).await?;
         tx.commit().await?;
         Ok(s)
