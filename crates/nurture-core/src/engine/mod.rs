@@ -207,9 +207,9 @@ impl Engine {
     }
 
     /// `Idempotency-Key` for the API: reserves `key` for a request with `request_hash` for
-    /// [`IDEMPOTENCY_LEASE`], or says what holds it (see [`Tx::reserve_idempotency_key`]).
-    /// The reservation lives in the database, so it holds across every process serving the
-    /// tenant.
+    /// [`IDEMPOTENCY_LEASE`], or says what holds it: a saved answer, or a request still running
+    /// (see [`KeyState`]). The reservation lives in the database, so it holds across every
+    /// process serving the tenant.
     pub async fn reserve_idempotency_key(
         &self,
         p: Principal,
