@@ -511,6 +511,25 @@ impl PgTx {
         qb.build().fetch_all(&mut *self.tx).await.map_err(db)
     }
 
+    /// Finishes an id-ordered list query: the page's key (`AND id > cursor`), the order and
+    /// one row more than the page (to know whether another follows), then maps the rows.
+    async fn id_page<T>(
+        &mut self,
+        qb: &mut QueryBuilder<Postgres>,
+        page: &Page,
+        map: fn(&PgRow) -> Result<T>,
+        key: fn(&T) -> Uuid,
+    ) -> Result<Listed<T>> {
+        if let Some(after) = id_after(page)? {
+            qb.push(" AND id > ").push_bind(after);
+        }
+        qb.push(" ORDER BY id LIMIT ")
+            .push_bind(page.limit as i64 + 1);
+        let rows = self.fetch_all(qb).await?;
+        let items = rows.iter().map(map).collect::<Result<Vec<_>>>()?;
+        Ok(page_of(items, page, |t| key(t).hyphenated().to_string()))
+    }
+
     async fn steps_for(&mut self, seqs: &mut [Sequence]) -> Result<()> {
         if seqs.is_empty() {
             return Ok(());
@@ -1557,14 +1576,7 @@ impl Tx for PgTx {
                 .push_bind(st.as_str())
                 .push("::nurture_enrollment_status");
         }
-        if let Some(after) = id_after(page)? {
-            qb.push(" AND id > ").push_bind(after);
-        }
-        qb.push(" ORDER BY id LIMIT ")
-            .push_bind(page.limit as i64 + 1);
-        let rows = self.fetch_all(&mut qb).await?;
-        let items = rows.iter().map(enrollment).collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page, |e| id(e.id)))
+        self.id_page(&mut qb, page, enrollment, |e| e.id).await
     }
 
     async fn live_enrollments_of_sequence(
@@ -1679,14 +1691,7 @@ impl Tx for PgTx {
         if let Some(st) = status {
             qb.push(" AND status = ").push_bind(st.as_str());
         }
-        if let Some(after) = id_after(page)? {
-            qb.push(" AND id > ").push_bind(after);
-        }
-        qb.push(" ORDER BY id LIMIT ")
-            .push_bind(page.limit as i64 + 1);
-        let rows = self.fetch_all(&mut qb).await?;
-        let items = rows.iter().map(approval).collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page, |a| id(a.id)))
+        self.id_page(&mut qb, page, approval, |a| a.id).await
     }
 
     async fn approvals_by_id(
@@ -1728,14 +1733,7 @@ impl Tx for PgTx {
         if let Some(st) = status {
             qb.push(" AND status = ").push_bind(st.as_str());
         }
-        if let Some(after) = id_after(page)? {
-            qb.push(" AND id > ").push_bind(after);
-        }
-        qb.push(" ORDER BY id LIMIT ")
-            .push_bind(page.limit as i64 + 1);
-        let rows = self.fetch_all(&mut qb).await?;
-        let items = rows.iter().map(task).collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page, |t| id(t.id)))
+        self.id_page(&mut qb, page, task, |t| t.id).await
     }
 
     async fn open_work(
@@ -1786,14 +1784,7 @@ impl Tx for PgTx {
         if let Some(st) = f.status {
             qb.push(" AND status = ").push_bind(st.as_str());
         }
-        if let Some(after) = id_after(page)? {
-            qb.push(" AND id > ").push_bind(after);
-        }
-        qb.push(" ORDER BY id LIMIT ")
-            .push_bind(page.limit as i64 + 1);
-        let rows = self.fetch_all(&mut qb).await?;
-        let items = rows.iter().map(message).collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page, |m| id(m.id)))
+        self.id_page(&mut qb, page, message, |m| m.id).await
     }
 
     async fn list_activities(

@@ -223,6 +223,25 @@ impl SqliteTx {
         qb.build().fetch_all(&mut *self.tx).await.map_err(db)
     }
 
+    /// Finishes an id-ordered list query: the page's key (`AND id > cursor`), the order and
+    /// one row more than the page (to know whether another follows), then maps the rows.
+    async fn id_page<T>(
+        &mut self,
+        qb: &mut QueryBuilder<Sqlite>,
+        page: &Page,
+        map: fn(&sqlx::sqlite::SqliteRow) -> Result<T>,
+        key: fn(&T) -> Uuid,
+    ) -> Result<Listed<T>> {
+        if let Some(after) = id_after(page)? {
+            qb.push(" AND id > ").push_bind(after);
+        }
+        qb.push(" ORDER BY id LIMIT ")
+            .push_bind(page.limit as i64 + 1);
+        let rows = self.fetch_all(qb).await?;
+        let items = rows.iter().map(map).collect::<Result<Vec<_>>>()?;
+        Ok(page_of(items, page, |t| key(t).hyphenated().to_string()))
+    }
+
     async fn steps_for(&mut self, seqs: &mut [Sequence]) -> Result<()> {
         if seqs.is_empty() {
             return Ok(());
@@ -1200,14 +1219,7 @@ impl Tx for SqliteTx {
         if let Some(st) = f.status {
             qb.push(" AND status = ").push_bind(st.as_str());
         }
-        if let Some(after) = id_after(page)? {
-            qb.push(" AND id > ").push_bind(after);
-        }
-        qb.push(" ORDER BY id LIMIT ")
-            .push_bind(page.limit as i64 + 1);
-        let rows = self.fetch_all(&mut qb).await?;
-        let items = rows.iter().map(enrollment).collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page, |e| e.id.to_string()))
+        self.id_page(&mut qb, page, enrollment, |e| e.id).await
     }
 
     async fn live_enrollments_of_sequence(
@@ -1297,14 +1309,7 @@ impl Tx for SqliteTx {
         if let Some(st) = status {
             qb.push(" AND status = ").push_bind(st.as_str());
         }
-        if let Some(after) = id_after(page)? {
-            qb.push(" AND id > ").push_bind(after);
-        }
-        qb.push(" ORDER BY id LIMIT ")
-            .push_bind(page.limit as i64 + 1);
-        let rows = self.fetch_all(&mut qb).await?;
-        let items = rows.iter().map(approval).collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page, |a| a.id.to_string()))
+        self.id_page(&mut qb, page, approval, |a| a.id).await
     }
 
     async fn approvals_by_id(
@@ -1342,14 +1347,7 @@ impl Tx for SqliteTx {
         if let Some(st) = status {
             qb.push(" AND status = ").push_bind(st.as_str());
         }
-        if let Some(after) = id_after(page)? {
-            qb.push(" AND id > ").push_bind(after);
-        }
-        qb.push(" ORDER BY id LIMIT ")
-            .push_bind(page.limit as i64 + 1);
-        let rows = self.fetch_all(&mut qb).await?;
-        let items = rows.iter().map(task).collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page, |t| t.id.to_string()))
+        self.id_page(&mut qb, page, task, |t| t.id).await
     }
 
     async fn open_work(
@@ -1400,14 +1398,7 @@ impl Tx for SqliteTx {
         if let Some(st) = f.status {
             qb.push(" AND status = ").push_bind(st.as_str());
         }
-        if let Some(after) = id_after(page)? {
-            qb.push(" AND id > ").push_bind(after);
-        }
-        qb.push(" ORDER BY id LIMIT ")
-            .push_bind(page.limit as i64 + 1);
-        let rows = self.fetch_all(&mut qb).await?;
-        let items = rows.iter().map(message).collect::<Result<Vec<_>>>()?;
-        Ok(page_of(items, page, |m| m.id.to_string()))
+        self.id_page(&mut qb, page, message, |m| m.id).await
     }
 
     async fn list_activities(
