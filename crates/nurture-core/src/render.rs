@@ -198,12 +198,8 @@ mod tests {
         let now = jiff::Timestamp::UNIX_EPOCH;
         Lead {
             id: uuid::Uuid::nil(),
-            tenant_id: uuid::Uuid::nil(),
-            email: EmailAddress::parse("ada@example.com").unwrap(),
             first_name: Some("Ada".into()),
-            last_name: None,
             company: Some("<Acme & Co>".into()),
-            timezone: None,
             status: LeadStatus::Qualified,
             score: 60,
             score_band: Some("warm".into()),
@@ -212,16 +208,11 @@ mod tests {
                 .as_object()
                 .unwrap()
                 .clone(),
-            owner_id: None,
-            do_not_contact: false,
-            unsubscribed: false,
-            bounced: false,
-            last_reply_at: None,
-            last_reply_sentiment: None,
-            last_engaged_at: None,
-            last_outbound_at: None,
-            created_at: now,
-            updated_at: now,
+            ..Lead::new(
+                uuid::Uuid::nil(),
+                EmailAddress::parse("ada@example.com").unwrap(),
+                now,
+            )
         }
     }
 

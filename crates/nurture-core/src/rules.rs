@@ -1215,8 +1215,6 @@ mod tests {
         });
         Lead {
             id: uuid::Uuid::nil(),
-            tenant_id: uuid::Uuid::nil(),
-            email: EmailAddress::parse("Ada@Example.com").unwrap(),
             first_name: Some("Ada".into()),
             last_name: Some("Lovelace".into()),
             company: Some("Acme Corp".into()),
@@ -1227,15 +1225,13 @@ mod tests {
             segments: vec!["saas".into(), "emea".into()],
             attributes: attributes.as_object().unwrap().clone(),
             owner_id: Some(uuid::Uuid::parse_str(OWNER).unwrap()),
-            do_not_contact: false,
-            unsubscribed: false,
-            bounced: false,
-            last_reply_at: None,
-            last_reply_sentiment: None,
-            last_engaged_at: None,
             last_outbound_at: Some(days_ago(3)),
-            created_at: days_ago(30),
             updated_at: days_ago(1),
+            ..Lead::new(
+                uuid::Uuid::nil(),
+                EmailAddress::parse("Ada@Example.com").unwrap(),
+                days_ago(30),
+            )
         }
     }
 
