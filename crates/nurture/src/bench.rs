@@ -26,7 +26,11 @@ use serde_json::json;
 
 use crate::cli::{Backend, BenchArgs};
 
+mod reference;
+
 const SEQUENCES: usize = 10;
+/// Every sequence's steps: three emails, each this many hours after the one before.
+const STEP_DELAYS_HOURS: [i64; 3] = [0, 48, 96];
 /// Leads written per transaction while building the database.
 const INSERT_CHUNK: usize = 20_000;
 
@@ -55,6 +59,21 @@ struct Figures {
     /// Emails queued in the outbox.
     messages: u64,
     peak_rss_mb: f64,
+    /// `--reference`: the third emails, in raw SQL on the same database (see `bench/reference.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference_steps_per_sec: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference_steps: Option<u64>,
+}
+
+/// The instant the bench's simulated time starts at.
+fn start() -> Timestamp {
+    "2026-03-02T10:00:00Z".parse().expect("a valid timestamp")
+}
+
+/// When the step after `rounds` rounds of emails falls due.
+fn due_after_rounds(rounds: usize) -> Timestamp {
+    start() + SignedDuration::from_hours(STEP_DELAYS_HOURS[..=rounds].iter().sum())
 }
 
 /// Peak resident memory of this process so far (Linux `VmHWM`).
@@ -79,7 +98,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             }
             sqlite(args).await?
         }
-        Backend::Postgres => postgres(args).await?,
+        Backend::Postgres => {
+            if args.reference {
+                bail!("--reference: the raw-SQL round exists for SQLite only");
+            }
+            postgres(args).await?
+        }
     };
     if args.json {
         println!("{}", serde_json::to_string(&figures)?);
@@ -104,7 +128,18 @@ async fn sqlite(args: &BenchArgs) -> anyhow::Result<Figures> {
     let path = dir.join(format!("bench-{}.db", new_id().simple()));
     let url = format!("sqlite://{}", path.display());
     let store = crate::ready_store(&url).await?;
-    let figures = measure(store, args, Vec::new()).await;
+    let mut figures = measure(store, args, Vec::new()).await;
+    if let (Ok(f), true) = (&mut figures, args.reference) {
+        // The engine's store is closed by now: the raw round has the file to itself.
+        let (path, batch) = (path.clone(), args.batch_size);
+        let window = nurture_core::settings::TenantSettings::default().message_window_hours as i64;
+        let round = tokio::task::spawn_blocking(move || {
+            reference::sqlite_round(&path, due_after_rounds(2), batch, window)
+        })
+        .await??;
+        f.reference_steps_per_sec = Some(round.steps as f64 / round.seconds);
+        f.reference_steps = Some(round.steps);
+    }
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
@@ -143,7 +178,7 @@ async fn measure(
     args: &BenchArgs,
     workers: Vec<Arc<dyn Store>>,
 ) -> anyhow::Result<Figures> {
-    let t0: Timestamp = "2026-03-02T10:00:00Z".parse()?;
+    let t0 = start();
     let clock = Arc::new(ManualClock::new(t0));
     let engine =
         Engine::with_manual_clock(store.clone(), clock.clone()).with_config(SchedulerConfig {
@@ -178,7 +213,7 @@ async fn measure(
     let mut steps = 0;
     let mut messages = 0;
     let mut step_seconds = 0.0;
-    for (round, at) in [t0, t0 + SignedDuration::from_hours(48)]
+    for (round, at) in [due_after_rounds(0), due_after_rounds(1)]
         .into_iter()
         .enumerate()
     {
@@ -226,6 +261,8 @@ async fn measure(
         round_steps_per_sec,
         messages,
         peak_rss_mb: peak_rss_mb(),
+        reference_steps_per_sec: None,
+        reference_steps: None,
     })
 }
 
@@ -267,7 +304,11 @@ async fn build(
                     .map_err(|e| anyhow::anyhow!("{e:?}"))?,
             ),
             exit_rules: ExitRules::default(),
-            steps: vec![step(1, 0)?, step(2, 48)?, step(3, 96)?],
+            steps: STEP_DELAYS_HOURS
+                .iter()
+                .zip(1..)
+                .map(|(delay, order)| step(order, *delay))
+                .collect::<anyhow::Result<_>>()?,
         };
         let s = engine.create_sequence(p, input).await?;
         engine.activate_sequence(p, s.id).await?;

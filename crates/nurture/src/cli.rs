@@ -195,6 +195,12 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// SQLite only: after the engine's rounds, run the next email of every enrollment in raw SQL
+    /// (prepared statements, no engine) on the same database, and print its rate beside the
+    /// engine's: the ceiling of this schema on this machine.
+    #[arg(long)]
+    pub reference: bool,
+
     /// Where to build the benchmark database (default: a fresh temporary directory, removed after).
     #[arg(long, env = "NURTURE_BENCH_DIR")]
     pub dir: Option<std::path::PathBuf>,
