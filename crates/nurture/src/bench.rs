@@ -9,6 +9,9 @@
 //! (default `postgres://postgres@127.0.0.1:5432`), dropped afterwards, and `--workers N`
 //! schedulers, each an engine with its own connection pool, draining the same due set at once
 //! as N worker processes would.
+//!
+//! `--reference` (SQLite) adds the same work in raw SQL on the same machine, the ceiling the
+//! engine's figures are read against (`bench/reference.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -64,6 +67,11 @@ struct Figures {
     reference_steps_per_sec: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reference_steps: Option<u64>,
+    /// `--reference`: the enrollment pass in raw SQL, on a second database built alike.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference_enroll_pass_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference_enrolled: Option<u64>,
 }
 
 /// The instant the bench's simulated time starts at.
@@ -126,24 +134,45 @@ async fn sqlite(args: &BenchArgs) -> anyhow::Result<Figures> {
         }
     };
     let path = dir.join(format!("bench-{}.db", new_id().simple()));
-    let url = format!("sqlite://{}", path.display());
-    let store = crate::ready_store(&url).await?;
+    let store = crate::ready_store(&sqlite_url(&path)).await?;
     let mut figures = measure(store, args, Vec::new()).await;
     if let (Ok(f), true) = (&mut figures, args.reference) {
         // The engine's store is closed by now: the raw round has the file to itself.
-        let (path, batch) = (path.clone(), args.batch_size);
+        let (p, batch) = (path.clone(), args.batch_size);
         let window = nurture_core::settings::TenantSettings::default().message_window_hours as i64;
         let round = tokio::task::spawn_blocking(move || {
-            reference::sqlite_round(&path, due_after_rounds(2), batch, window)
+            reference::sqlite_round(&p, due_after_rounds(2), batch, window)
         })
         .await??;
         f.reference_steps_per_sec = Some(round.steps as f64 / round.seconds);
         f.reference_steps = Some(round.steps);
+
+        // The enrollment pass needs leads nobody has enrolled: a second database, built alike.
+        let ref_path = dir.join(format!("bench-reference-{}.db", new_id().simple()));
+        let store = crate::ready_store(&sqlite_url(&ref_path)).await?;
+        drop(prepare(store, args).await?);
+        let p = ref_path.clone();
+        let pass = tokio::task::spawn_blocking(move || {
+            reference::sqlite_enroll_pass(&p, start(), SWEEP_PAGE)
+        })
+        .await;
+        remove_sqlite_files(&ref_path);
+        let pass = pass??;
+        f.reference_enroll_pass_seconds = Some(pass.seconds);
+        f.reference_enrolled = Some(pass.steps);
     }
+    remove_sqlite_files(&path);
+    figures
+}
+
+fn sqlite_url(path: &std::path::Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+fn remove_sqlite_files(path: &std::path::Path) {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
-    figures
 }
 
 /// Creates `nurture_bench_<id>` on the bench server, measures on it with `--workers` stores,
@@ -179,21 +208,7 @@ async fn measure(
     workers: Vec<Arc<dyn Store>>,
 ) -> anyhow::Result<Figures> {
     let t0 = start();
-    let clock = Arc::new(ManualClock::new(t0));
-    let engine =
-        Engine::with_manual_clock(store.clone(), clock.clone()).with_config(SchedulerConfig {
-            batch_size: args.batch_size,
-            ..Default::default()
-        });
-    let (_, key) = engine.create_tenant("bench").await?;
-    let p = engine
-        .authenticate(&key)
-        .await?
-        .expect("a fresh key authenticates");
-
-    let setup = Instant::now();
-    build(&engine, store.as_ref(), p, args.leads, t0).await?;
-    let setup_seconds = setup.elapsed().as_secs_f64();
+    let (engine, clock, setup_seconds) = prepare(store.clone(), args).await?;
 
     let pass = Instant::now();
     let enrolled = engine.sweep(t0).await?;
@@ -263,7 +278,32 @@ async fn measure(
         peak_rss_mb: peak_rss_mb(),
         reference_steps_per_sec: None,
         reference_steps: None,
+        reference_enroll_pass_seconds: None,
+        reference_enrolled: None,
     })
+}
+
+/// A tenant, its sequences and `--leads` leads on `store`, nobody enrolled yet; returns the
+/// engine on the bench's manual clock, the clock, and how long the leads took to write.
+async fn prepare(
+    store: Arc<dyn Store>,
+    args: &BenchArgs,
+) -> anyhow::Result<(Engine, Arc<ManualClock>, f64)> {
+    let t0 = start();
+    let clock = Arc::new(ManualClock::new(t0));
+    let engine =
+        Engine::with_manual_clock(store.clone(), clock.clone()).with_config(SchedulerConfig {
+            batch_size: args.batch_size,
+            ..Default::default()
+        });
+    let (_, key) = engine.create_tenant("bench").await?;
+    let p = engine
+        .authenticate(&key)
+        .await?
+        .expect("a fresh key authenticates");
+    let setup = Instant::now();
+    build(&engine, store.as_ref(), p, args.leads, t0).await?;
+    Ok((engine, clock, setup.elapsed().as_secs_f64()))
 }
 
 /// Ten sequences, each for one segment, and N leads spread over statuses, bands and segments

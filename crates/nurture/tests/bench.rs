@@ -51,7 +51,15 @@ fn the_sqlite_bench_prints_its_figures_and_the_reference_round_runs_every_enroll
     assert_eq!(f["steps"].as_u64(), Some(2 * enrolled), "{f}");
     assert_eq!(f["messages"].as_u64(), Some(2 * enrolled), "{f}");
     assert_eq!(f["reference_steps"].as_u64(), Some(enrolled), "{f}");
-    // The database lived in --dir and is removed afterwards.
+    // The raw enrollment pass, on a second database built alike, enrolls the same leads.
+    assert_eq!(f["reference_enrolled"].as_u64(), Some(enrolled), "{f}");
+    assert!(
+        f["reference_enroll_pass_seconds"]
+            .as_f64()
+            .is_some_and(|s| s > 0.0),
+        "{f}"
+    );
+    // Both databases lived in --dir and are removed afterwards.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 

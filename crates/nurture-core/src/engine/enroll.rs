@@ -15,7 +15,7 @@ use crate::store::{Effects, Scope, Tx};
 
 /// How many leads the sweep reads and enrolls per transaction: large enough for set-at-a-time
 /// writes, small enough that API writes wait at most a moment for the write lock.
-const SWEEP_PAGE: u32 = 5_000;
+pub const SWEEP_PAGE: u32 = 5_000;
 
 /// A new enrollment at step 1 and its `nurture_enrolled` activity.
 pub(crate) fn new_enrollment(

@@ -25,6 +25,7 @@ use crate::store::{KeyState, Scope, Store, Tx};
 pub const IDEMPOTENCY_LEASE: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
 
 pub use commands::*;
+pub use enroll::SWEEP_PAGE;
 pub use scheduler::{BatchReport, SchedulerConfig};
 
 /// Who is acting: the tenant every read and write is scoped to, and the user it acts as.

@@ -14,8 +14,10 @@
 //! transaction per batch. The rendering is a `format!`: the engine's rules, window and template
 //! work are exactly what this round leaves out.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use jiff::{SignedDuration, Timestamp};
@@ -36,39 +38,147 @@ pub fn sqlite_round(
     batch_size: u32,
     window_hours: i64,
 ) -> anyhow::Result<ReferenceRound> {
-    let conn = open(path)?;
-    // Checkpoints as the engine's store runs them: PASSIVE, every 200 ms, on a connection of
-    // their own, never inside a batch's commit.
-    conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
-    let checkpointer = open(path)?;
-    let done = std::sync::atomic::AtomicBool::new(false);
     // Instants are stored as microseconds since the epoch (nurture-sqlite's `ts`).
     let now = at.as_microsecond();
     let since = (at - SignedDuration::from_hours(window_hours)).as_microsecond();
     let next = at + SignedDuration::from_hours(48);
+    timed_with_checkpointer(path, |conn| {
+        let mut steps = 0u64;
+        loop {
+            match batch(conn, now, since, next, batch_size)? {
+                0 => return Ok(steps),
+                n => steps += n,
+            }
+        }
+    })
+}
+
+/// The engine's enrollment pass in raw SQL, on a database of leads none of which is enrolled
+/// yet: pages of `page` candidate leads in id order (the engine's candidate query: contactable,
+/// an entry status, a warm band, no live enrollment), each matched to the sequence of its
+/// segment, then one enrollment and one `nurture_enrolled` activity per match; one
+/// transaction per page.
+pub fn sqlite_enroll_pass(path: &Path, at: Timestamp, page: u32) -> anyhow::Result<ReferenceRound> {
+    let now = at.as_microsecond();
+    timed_with_checkpointer(path, |conn| {
+        // segment -> (tenant, sequence id, sequence name): the bench's entry rules are
+        // `{"segments_any": [segment]}`, one segment per sequence.
+        let mut by_segment: HashMap<String, (Vec<u8>, Vec<u8>, String)> = HashMap::new();
+        let mut stmt = conn.prepare(
+            "SELECT tenant_id, id, name, entry_rules FROM lead_nurture_sequences
+             WHERE status = 'active' AND entry_rules IS NOT NULL",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let rules: serde_json::Value = serde_json::from_str(&r.get::<_, String>(3)?)?;
+            let Some(segment) = rules["segments_any"][0].as_str() else {
+                bail!("the reference pass knows the bench's entry rules only: {rules}");
+            };
+            by_segment.insert(segment.to_string(), (r.get(0)?, r.get(1)?, r.get(2)?));
+        }
+        let mut enrolled = 0u64;
+        let mut after: Vec<u8> = Vec::new();
+        for (tenant, _, _) in by_segment.values().take(1) {
+            loop {
+                let (n, last) = enroll_page(conn, tenant, &after, page, now, at, &by_segment)?;
+                enrolled += n;
+                match last {
+                    Some(last) => after = last,
+                    None => break,
+                }
+            }
+        }
+        Ok(enrolled)
+    })
+}
+
+/// Runs `work` on a connection of its own while a second connection checkpoints the WAL as
+/// the engine's store does (PASSIVE, every 200 ms, never inside a commit), and times it.
+fn timed_with_checkpointer(
+    path: &Path,
+    work: impl FnOnce(&Connection) -> anyhow::Result<u64>,
+) -> anyhow::Result<ReferenceRound> {
+    let conn = open(path)?;
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+    let checkpointer = open(path)?;
+    let done = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let done = &done;
         scope.spawn(move || {
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(std::time::Duration::from_millis(200));
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
                 if let Err(e) = checkpointer.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
                     tracing::warn!(error = %e, "reference round: WAL checkpoint failed");
                 }
             }
         });
         let started = Instant::now();
-        let mut steps = 0u64;
-        let result = loop {
-            match batch(&conn, now, since, next, batch_size) {
-                Ok(0) => break Ok(()),
-                Ok(n) => steps += n,
-                Err(e) => break Err(e),
-            }
-        };
+        let result = work(&conn);
         let seconds = started.elapsed().as_secs_f64();
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        result.map(|()| ReferenceRound { steps, seconds })
+        done.store(true, Ordering::Relaxed);
+        result.map(|steps| ReferenceRound { steps, seconds })
     })
+}
+
+/// One page of the enrollment pass; returns how many it enrolled and the last lead id read
+/// (`None` after the last page).
+fn enroll_page(
+    conn: &Connection,
+    tenant: &[u8],
+    after: &[u8],
+    page: u32,
+    now: i64,
+    at: Timestamp,
+    by_segment: &HashMap<String, (Vec<u8>, Vec<u8>, String)>,
+) -> anyhow::Result<(u64, Option<Vec<u8>>)> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let candidates: Vec<(Vec<u8>, String)> = conn
+        .prepare_cached(
+            "SELECT l.id, l.segments FROM leads l
+             WHERE l.tenant_id = ?1 AND l.id > ?2
+               AND l.do_not_contact = 0 AND l.unsubscribed = 0 AND l.bounced = 0
+               AND l.status IN ('new', 'contacted', 'qualified') AND l.score_band IN ('warm')
+               AND NOT EXISTS (SELECT 1 FROM lead_nurture_enrollments e WHERE e.tenant_id = l.tenant_id
+                               AND e.lead_id = l.id AND e.status IN ('active', 'paused'))
+             ORDER BY l.id LIMIT ?3",
+        )?
+        .query_map(params![tenant, after, page], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut insert_enrollment = conn.prepare_cached(
+        "INSERT INTO lead_nurture_enrollments (tenant_id, id, lead_id, sequence_id, current_step_order,
+           status, source, enrolled_on, next_step_on, exit_reason, paused_reason, approved_approval_id,
+           ended_at, updated_at, version)
+         VALUES (?1, ?2, ?3, ?4, 1, 'active', 'auto', ?5, ?5, NULL, NULL, NULL, NULL, ?5, 0)",
+    )?;
+    let mut insert_activity = conn.prepare_cached(
+        "INSERT INTO activities (tenant_id, id, type, lead_id, enrollment_id, sequence_id, step_order, at, details)
+         VALUES (?1, ?2, 'nurture_enrolled', ?3, ?4, ?5, 1, ?6, ?7)",
+    )?;
+    let mut enrolled = 0;
+    for (lead, segments) in &candidates {
+        let segments: Vec<String> = serde_json::from_str(segments)?;
+        let Some((_, sequence, name)) = segments.iter().find_map(|s| by_segment.get(s)) else {
+            continue;
+        };
+        let enrollment = Uuid::now_v7();
+        insert_enrollment.execute(params![tenant, enrollment.as_bytes(), lead, sequence, now])?;
+        let details = serde_json::json!({
+            "source": "auto", "sequence_name": name, "next_step_on": at.to_string(),
+        });
+        insert_activity.execute(params![
+            tenant,
+            Uuid::now_v7().as_bytes(),
+            lead,
+            enrollment.as_bytes(),
+            sequence,
+            now,
+            details.to_string(),
+        ])?;
+        enrolled += 1;
+    }
+    conn.execute_batch("COMMIT")?;
+    let last = (candidates.len() as u32 == page).then(|| candidates.last().map(|c| c.0.clone()));
+    Ok((enrolled, last.flatten()))
 }
 
 /// A connection with the pragmas the engine's connections use (nurture-sqlite), so that only
