@@ -137,32 +137,44 @@ async fn sqlite(args: &BenchArgs) -> anyhow::Result<Figures> {
     let store = crate::ready_store(&sqlite_url(&path)).await?;
     let mut figures = measure(store, args, Vec::new()).await;
     if let (Ok(f), true) = (&mut figures, args.reference) {
-        // The engine's store is closed by now: the raw round has the file to itself.
-        let (p, batch) = (path.clone(), args.batch_size);
-        let window = nurture_core::settings::TenantSettings::default().message_window_hours as i64;
-        let round = tokio::task::spawn_blocking(move || {
-            reference::sqlite_round(&p, due_after_rounds(2), batch, window)
-        })
-        .await??;
-        f.reference_steps_per_sec = Some(round.steps as f64 / round.seconds);
-        f.reference_steps = Some(round.steps);
-
-        // The enrollment pass needs leads nobody has enrolled: a second database, built alike.
-        let ref_path = dir.join(format!("bench-reference-{}.db", new_id().simple()));
-        let store = crate::ready_store(&sqlite_url(&ref_path)).await?;
-        drop(prepare(store, args).await?);
-        let p = ref_path.clone();
-        let pass = tokio::task::spawn_blocking(move || {
-            reference::sqlite_enroll_pass(&p, start(), SWEEP_PAGE)
-        })
-        .await;
-        remove_sqlite_files(&ref_path);
-        let pass = pass??;
-        f.reference_enroll_pass_seconds = Some(pass.seconds);
-        f.reference_enrolled = Some(pass.steps);
+        match reference_rounds(&dir, &path, args).await {
+            Ok((round, pass)) => {
+                f.reference_steps_per_sec = Some(round.steps as f64 / round.seconds);
+                f.reference_steps = Some(round.steps);
+                f.reference_enroll_pass_seconds = Some(pass.seconds);
+                f.reference_enrolled = Some(pass.steps);
+            }
+            Err(e) => figures = Err(e),
+        }
     }
     remove_sqlite_files(&path);
     figures
+}
+
+/// `--reference`: the third emails in raw SQL on the engine's database at `path` (whose store
+/// is closed by now), then the enrollment pass in raw SQL on a second database built alike in
+/// `dir` (it needs leads nobody has enrolled), removed afterwards.
+async fn reference_rounds(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    args: &BenchArgs,
+) -> anyhow::Result<(reference::ReferenceRound, reference::ReferenceRound)> {
+    let (p, batch) = (path.to_path_buf(), args.batch_size);
+    let window = nurture_core::settings::TenantSettings::default().message_window_hours as i64;
+    let round = tokio::task::spawn_blocking(move || {
+        reference::sqlite_round(&p, due_after_rounds(2), batch, window)
+    })
+    .await??;
+
+    let ref_path = dir.join(format!("bench-reference-{}.db", new_id().simple()));
+    let store = crate::ready_store(&sqlite_url(&ref_path)).await?;
+    drop(prepare(store, args).await?);
+    let p = ref_path.clone();
+    let pass =
+        tokio::task::spawn_blocking(move || reference::sqlite_enroll_pass(&p, start(), SWEEP_PAGE))
+            .await;
+    remove_sqlite_files(&ref_path);
+    Ok((round, pass??))
 }
 
 fn sqlite_url(path: &std::path::Path) -> String {

@@ -59,36 +59,40 @@ pub fn sqlite_round(
 /// segment, then one enrollment and one `nurture_enrolled` activity per match; one
 /// transaction per page.
 pub fn sqlite_enroll_pass(path: &Path, at: Timestamp, page: u32) -> anyhow::Result<ReferenceRound> {
-    let now = at.as_microsecond();
     timed_with_checkpointer(path, |conn| {
-        // segment -> (tenant, sequence id, sequence name): the bench's entry rules are
+        // The bench's one tenant, and segment -> (sequence id, name): its entry rules are
         // `{"segments_any": [segment]}`, one segment per sequence.
-        let mut by_segment: HashMap<String, (Vec<u8>, Vec<u8>, String)> = HashMap::new();
+        let mut tenant: Option<Vec<u8>> = None;
+        let mut by_segment: HashMap<String, (Vec<u8>, String)> = HashMap::new();
         let mut stmt = conn.prepare(
             "SELECT tenant_id, id, name, entry_rules FROM lead_nurture_sequences
              WHERE status = 'active' AND entry_rules IS NOT NULL",
         )?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
+            let t: Vec<u8> = r.get(0)?;
+            if tenant.get_or_insert_with(|| t.clone()) != &t {
+                bail!("the reference pass knows the bench's database only: one tenant");
+            }
             let rules: serde_json::Value = serde_json::from_str(&r.get::<_, String>(3)?)?;
             let Some(segment) = rules["segments_any"][0].as_str() else {
                 bail!("the reference pass knows the bench's entry rules only: {rules}");
             };
-            by_segment.insert(segment.to_string(), (r.get(0)?, r.get(1)?, r.get(2)?));
+            by_segment.insert(segment.to_string(), (r.get(1)?, r.get(2)?));
         }
+        let Some(tenant) = tenant else {
+            return Ok(0);
+        };
         let mut enrolled = 0u64;
         let mut after: Vec<u8> = Vec::new();
-        for (tenant, _, _) in by_segment.values().take(1) {
-            loop {
-                let (n, last) = enroll_page(conn, tenant, &after, page, now, at, &by_segment)?;
-                enrolled += n;
-                match last {
-                    Some(last) => after = last,
-                    None => break,
-                }
+        loop {
+            let (n, last) = enroll_page(conn, &tenant, &after, page, at, &by_segment)?;
+            enrolled += n;
+            match last {
+                Some(last) => after = last,
+                None => return Ok(enrolled),
             }
         }
-        Ok(enrolled)
     })
 }
 
@@ -127,10 +131,10 @@ fn enroll_page(
     tenant: &[u8],
     after: &[u8],
     page: u32,
-    now: i64,
     at: Timestamp,
-    by_segment: &HashMap<String, (Vec<u8>, Vec<u8>, String)>,
+    by_segment: &HashMap<String, (Vec<u8>, String)>,
 ) -> anyhow::Result<(u64, Option<Vec<u8>>)> {
+    let now = at.as_microsecond();
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let candidates: Vec<(Vec<u8>, String)> = conn
         .prepare_cached(
@@ -157,7 +161,7 @@ fn enroll_page(
     let mut enrolled = 0;
     for (lead, segments) in &candidates {
         let segments: Vec<String> = serde_json::from_str(segments)?;
-        let Some((_, sequence, name)) = segments.iter().find_map(|s| by_segment.get(s)) else {
+        let Some((sequence, name)) = segments.iter().find_map(|s| by_segment.get(s)) else {
             continue;
         };
         let enrollment = Uuid::now_v7();
