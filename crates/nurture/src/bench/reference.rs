@@ -13,6 +13,9 @@
 //! its version guard, and stamp the lead's `last_outbound_at`; one `BEGIN IMMEDIATE`
 //! transaction per batch. The rendering is a `format!`: the engine's rules, window and template
 //! work are exactly what this round leaves out.
+//!
+//! The enrollment pass has its reference too (`sqlite_enroll_pass`), on a second database built
+//! like the first, since the engine's own pass has enrolled every lead of the first.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -181,8 +184,13 @@ fn enroll_page(
         enrolled += 1;
     }
     conn.execute_batch("COMMIT")?;
-    let last = (candidates.len() as u32 == page).then(|| candidates.last().map(|c| c.0.clone()));
-    Ok((enrolled, last.flatten()))
+    // A short page is the last one.
+    let last = if candidates.len() as u32 == page {
+        candidates.last().map(|c| c.0.clone())
+    } else {
+        None
+    };
+    Ok((enrolled, last))
 }
 
 /// A connection with the pragmas the engine's connections use (nurture-sqlite), so that only
