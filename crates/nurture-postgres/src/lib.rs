@@ -82,6 +82,13 @@ pub const DUE_CHANNEL: &str = "nurture_due";
 const LISTEN_BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const LISTEN_BACKOFF_CAP: Duration = Duration::from_secs(30);
 
+/// The first key of the advisory locks that are the scheduler's batch places
+/// ([`Tx::enter_batch_slot`]); the second key is the place, 0..slots. ("NURT")
+pub const BATCH_SLOT_LOCKS: i32 = 0x4e55_5254;
+
+/// SQLSTATE `query_canceled`: what a statement that ran into `statement_timeout` reports.
+const QUERY_CANCELED: &str = "57014";
+
 /// Constraint names the errors are mapped from (see the migrations).
 const ONE_LIVE_PER_LEAD: &str = "lead_nurture_enrollments_one_live_per_lead";
 const STEPS_NO_GAPS: &str = "lead_nurture_sequence_steps_no_gaps";
@@ -1639,6 +1646,47 @@ impl Tx for PgTx {
         // the batch's order independent of the plan).
         claimed.sort_by_key(|e| (e.next_step_on, e.id));
         Ok(claimed)
+    }
+
+    /// A place is one of `slots` transaction-scoped advisory locks (`BATCH_SLOT_LOCKS`, 0..slots)
+    /// of this database: released at commit or rollback, and by the server when the session
+    /// dies, so a crashed worker never keeps one. The connection tries every place once,
+    /// starting from its own (its backend pid modulo `slots`, which spreads the connections
+    /// over the places), and when all are taken queues on its own in the server's lock
+    /// manager: no polling, and the waiters of a place enter in the order they came.
+    async fn enter_batch_slot(&mut self, slots: u32) -> Result<()> {
+        let slots = slots.clamp(1, i32::MAX as u32) as i32;
+        let entered: Option<i32> = sqlx::query_scalar(
+            // Rows are filtered one at a time, so LIMIT 1 stops at the first place taken.
+            "SELECT place FROM (SELECT (pg_backend_pid() + g) % $1 AS place
+                                FROM generate_series(0, $1 - 1) AS g) AS places
+             WHERE pg_try_advisory_xact_lock($2, place)
+             LIMIT 1",
+        )
+        .bind(slots)
+        .bind(BATCH_SLOT_LOCKS)
+        .fetch_optional(self.conn())
+        .await
+        .map_err(db)?;
+        if entered.is_some() {
+            return Ok(());
+        }
+        let waited = sqlx::query("SELECT pg_advisory_xact_lock($2, pg_backend_pid() % $1)")
+            .bind(slots)
+            .bind(BATCH_SLOT_LOCKS)
+            .execute(self.conn())
+            .await;
+        match waited {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some(QUERY_CANCELED) => {
+                Err(Error::store(format!(
+                    "no scheduler batch slot came free within the statement timeout: {slots} \
+                     batches at once are running elsewhere (raise --max-concurrent-batches, \
+                     or run fewer workers)"
+                )))
+            }
+            Err(e) => Err(db(e)),
+        }
     }
 
     async fn next_due_at(&mut self) -> Result<Option<Timestamp>> {

@@ -412,9 +412,8 @@ async fn concurrent_claims_get_disjoint_batches_and_a_lost_claim_is_claimable_ag
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_workers_running_at_once_execute_every_step_exactly_once() {
-    let f = fixture().await;
+/// `n` leads enrolled in a one-email sequence of a fresh tenant, all due at the start.
+async fn due_emails(f: &Fixture, n: usize) {
     let p = tenant(&f.engine, "workers").await;
     let template = TemplateInput {
         id: TemplateId::parse("t").unwrap(),
@@ -432,32 +431,42 @@ async fn two_workers_running_at_once_execute_every_step_exactly_once() {
         vec![step(1, Channel::Email, Some("t"), false)],
     )
     .await;
-    for _ in 0..200 {
+    for _ in 0..n {
         let lead = f.engine.upsert_lead(p, lead_input()).await.unwrap().lead;
         f.engine.enroll(p, lead.id, s.id).await.unwrap();
     }
-    let worker = || {
-        Engine::with_manual_clock(f.store.clone(), Arc::new(ManualClock::new(start()))).with_config(
-            SchedulerConfig {
-                batch_size: 7,
-                ..Default::default()
-            },
-        )
-    };
-    let (w1, w2) = (worker(), worker());
+}
+
+/// Runs `workers` schedulers on `f`'s database at once until nothing is due, and checks that
+/// every one of the `n` due emails was sent exactly once.
+async fn run_workers_and_check_each_step_ran_once(
+    f: &Fixture,
+    workers: usize,
+    config: SchedulerConfig,
+    n: u64,
+) {
     let until = start() + SignedDuration::from_hours(1);
-    let (r1, r2) = tokio::join!(w1.run_due(until, start()), w2.run_due(until, start()));
-    let (r1, r2) = (r1.unwrap(), r2.unwrap());
+    let runs = (0..workers).map(|_| {
+        let engine =
+            Engine::with_manual_clock(f.store.clone(), Arc::new(ManualClock::new(start())))
+                .with_config(config.clone());
+        tokio::spawn(async move { engine.run_due(until, start()).await })
+    });
+    let mut steps = Vec::new();
+    for run in runs.collect::<Vec<_>>() {
+        steps.push(run.await.unwrap().unwrap().steps);
+    }
     assert_eq!(
-        r1.steps + r2.steps,
-        200,
-        "every step ran once: {} + {}",
-        r1.steps,
-        r2.steps
+        steps.iter().sum::<u64>(),
+        n,
+        "every step ran once: {steps:?}"
     );
 
     let mut conn = raw(&f.db).await;
-    assert_eq!(count(&mut conn, "SELECT count(*) FROM messages").await, 200);
+    assert_eq!(
+        count(&mut conn, "SELECT count(*) FROM messages").await,
+        n as i64
+    );
     let twice = count(
         &mut conn,
         "SELECT count(*) FROM (SELECT enrollment_id FROM activities WHERE type = 'nurture_step_executed'
@@ -471,8 +480,95 @@ async fn two_workers_running_at_once_execute_every_step_exactly_once() {
             "SELECT count(*) FROM lead_nurture_enrollments WHERE status = 'completed'"
         )
         .await,
-        200
+        n as i64
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_running_at_once_execute_every_step_exactly_once() {
+    let f = fixture().await;
+    due_emails(&f, 200).await;
+    let config = SchedulerConfig {
+        batch_size: 7,
+        ..Default::default()
+    };
+    run_workers_and_check_each_step_ran_once(&f, 2, config, 200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_sharing_one_batch_slot_take_turns_and_execute_every_step_once() {
+    let f = fixture().await;
+    due_emails(&f, 200).await;
+    let config = SchedulerConfig {
+        batch_size: 7,
+        max_concurrent_batches: 1,
+        ..Default::default()
+    };
+    run_workers_and_check_each_step_ran_once(&f, 3, config, 200).await;
+}
+
+/// The advisory locks that are batch places on the test's database: (place, granted).
+async fn batch_places(conn: &mut PgConnection) -> Vec<(i64, bool)> {
+    sqlx::query_as(
+        "SELECT objid::bigint, granted FROM pg_locks
+         WHERE locktype = 'advisory' AND classid::bigint = $1 AND objsubid = 2
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+         ORDER BY granted DESC, objid",
+    )
+    .bind(nurture_postgres::BATCH_SLOT_LOCKS as i64)
+    .fetch_all(conn)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_slots_bound_the_batches_at_once_and_a_slot_frees_when_its_transaction_ends() {
+    let f = fixture().await;
+    let mut conn = raw(&f.db).await;
+    let mut first = f.store.begin(Scope::System).await.unwrap();
+    first.enter_batch_slot(2).await.unwrap();
+    let mut second = f.store.begin(Scope::System).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), second.enter_batch_slot(2))
+        .await
+        .expect("a free place is entered without waiting")
+        .unwrap();
+    let held = batch_places(&mut conn).await;
+    assert_eq!(
+        held.iter()
+            .map(|(place, _)| *place)
+            .collect::<std::collections::BTreeSet<_>>(),
+        [0, 1].into(),
+        "two transactions, two different places: {held:?}"
+    );
+
+    // A third waits, in the server's lock manager, for a place to come free.
+    let mut third = f.store.begin(Scope::System).await.unwrap();
+    let waiting = tokio::spawn(async move { third.enter_batch_slot(2).await.map(|()| third) });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !batch_places(&mut conn)
+        .await
+        .iter()
+        .any(|(_, granted)| !granted)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the third never queued"
+        );
+        assert!(!waiting.is_finished(), "the third entered a third place");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The first ends without committing (as when its worker dies): the third enters.
+    drop(first);
+    let third = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the third entered the freed place")
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch_places(&mut conn).await.len(), 2);
+    second.commit().await.unwrap();
+    third.commit().await.unwrap();
+    assert_eq!(batch_places(&mut conn).await, vec![]);
 }
 
 #[tokio::test]

@@ -1260,6 +1260,11 @@ impl Tx for SqliteTx {
         Ok(claimed)
     }
 
+    async fn enter_batch_slot(&mut self, _slots: u32) -> Result<()> {
+        // SQLite has one writer: the batch's IMMEDIATE transaction is the one place there is.
+        Ok(())
+    }
+
     async fn next_due_at(&mut self) -> Result<Option<Timestamp>> {
         let row = sqlx::query(
             "SELECT min(e.next_step_on) AS due FROM lead_nurture_enrollments e

@@ -10,8 +10,8 @@
 //! schedulers, each an engine with its own connection pool, draining the same due set at once
 //! as N worker processes would.
 //!
-//! `--reference` (SQLite) adds the same work in raw SQL on the same machine, the ceiling the
-//! engine's figures are read against (`bench/reference.rs`).
+//! `--reference` adds the same work in raw SQL on the same machine, the ceiling the engine's
+//! figures are read against (`bench/reference.rs` for SQLite, `bench/reference_postgres.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,6 +30,7 @@ use serde_json::json;
 use crate::cli::{Backend, BenchArgs};
 
 mod reference;
+mod reference_postgres;
 
 const SEQUENCES: usize = 10;
 /// Every sequence's steps: three emails, each this many hours after the one before.
@@ -49,6 +50,8 @@ struct Figures {
     batch_size: u32,
     /// Schedulers draining the due set at once (always 1 on SQLite, which has one writer).
     workers: u32,
+    /// Batches allowed to run at once across those schedulers (`--max-concurrent-batches`).
+    max_concurrent_batches: u32,
     setup_seconds: f64,
     enrolled: u64,
     enroll_pass_seconds: f64,
@@ -67,7 +70,7 @@ struct Figures {
     reference_steps_per_sec: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reference_steps: Option<u64>,
-    /// `--reference`: the enrollment pass in raw SQL, on a second database built alike.
+    /// `--reference` (SQLite): the enrollment pass in raw SQL, on a second database built alike.
     #[serde(skip_serializing_if = "Option::is_none")]
     reference_enroll_pass_seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,12 +109,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             }
             sqlite(args).await?
         }
-        Backend::Postgres => {
-            if args.reference {
-                bail!("--reference: the raw-SQL round exists for SQLite only");
-            }
-            postgres(args).await?
-        }
+        Backend::Postgres => postgres(args).await?,
     };
     if args.json {
         println!("{}", serde_json::to_string(&figures)?);
@@ -205,7 +203,27 @@ async fn postgres(args: &BenchArgs) -> anyhow::Result<Figures> {
     for _ in 0..args.workers {
         workers.push(Arc::new(PgStore::connect_with(db.options()).await?));
     }
-    let figures = measure(store, args, workers).await;
+    let mut figures = measure(store, args, workers).await;
+    if let (Ok(f), true) = (&mut figures, args.reference) {
+        // As many connections as the engine's batches could run at once.
+        let connections = args.workers.min(args.max_concurrent_batches);
+        let window = nurture_core::settings::TenantSettings::default().message_window_hours as i64;
+        match reference_postgres::postgres_round(
+            &db.options(),
+            due_after_rounds(2),
+            args.batch_size,
+            window,
+            connections,
+        )
+        .await
+        {
+            Ok(round) => {
+                f.reference_steps_per_sec = Some(round.steps as f64 / round.seconds);
+                f.reference_steps = Some(round.steps);
+            }
+            Err(e) => figures = Err(e),
+        }
+    }
     drop(db);
     figures
 }
@@ -226,10 +244,7 @@ async fn measure(
     let enrolled = engine.sweep(t0).await?;
     let enroll_pass_seconds = pass.elapsed().as_secs_f64();
 
-    let config = SchedulerConfig {
-        batch_size: args.batch_size,
-        ..Default::default()
-    };
+    let config = scheduler_config(args);
     let schedulers: Vec<Arc<Engine>> = workers
         .into_iter()
         .map(|w| Arc::new(Engine::with_manual_clock(w, clock.clone()).with_config(config.clone())))
@@ -279,6 +294,7 @@ async fn measure(
         sequences: SEQUENCES,
         batch_size: args.batch_size,
         workers: n_workers,
+        max_concurrent_batches: args.max_concurrent_batches,
         setup_seconds,
         enrolled,
         enroll_pass_seconds,
@@ -295,6 +311,14 @@ async fn measure(
     })
 }
 
+fn scheduler_config(args: &BenchArgs) -> SchedulerConfig {
+    SchedulerConfig {
+        batch_size: args.batch_size,
+        max_concurrent_batches: args.max_concurrent_batches,
+        ..Default::default()
+    }
+}
+
 /// A tenant, its sequences and `--leads` leads on `store`, nobody enrolled yet; returns the
 /// engine on the bench's manual clock, the clock, and how long the leads took to write.
 async fn prepare(
@@ -304,10 +328,7 @@ async fn prepare(
     let t0 = start();
     let clock = Arc::new(ManualClock::new(t0));
     let engine =
-        Engine::with_manual_clock(store.clone(), clock.clone()).with_config(SchedulerConfig {
-            batch_size: args.batch_size,
-            ..Default::default()
-        });
+        Engine::with_manual_clock(store.clone(), clock.clone()).with_config(scheduler_config(args));
     let (_, key) = engine.create_tenant("bench").await?;
     let p = engine
         .authenticate(&key)

@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use jiff::Timestamp;
+use nurture_core::engine::DEFAULT_MAX_CONCURRENT_BATCHES;
 
 /// Nurture: a multi-tenant engine that runs lead nurture sequences.
 #[derive(Debug, Parser)]
@@ -115,6 +116,10 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "NURTURE_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub body_limit: usize,
+
+    /// The scheduler's settings (unless --no-worker).
+    #[command(flatten)]
+    pub worker: WorkerArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -122,12 +127,28 @@ pub struct WorkerArgs {
     /// Enrollments claimed and committed per transaction.
     #[arg(long, env = "NURTURE_BATCH_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_size: u32,
+
+    /// Batches running at once against the database, across every process on it (PostgreSQL;
+    /// SQLite runs one). About the database server's cores.
+    #[arg(long, env = "NURTURE_MAX_CONCURRENT_BATCHES", default_value_t = DEFAULT_MAX_CONCURRENT_BATCHES, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_concurrent_batches: u32,
+}
+
+impl Default for WorkerArgs {
+    fn default() -> Self {
+        let d = nurture_core::engine::SchedulerConfig::default();
+        WorkerArgs {
+            batch_size: d.batch_size,
+            max_concurrent_batches: d.max_concurrent_batches,
+        }
+    }
 }
 
 impl WorkerArgs {
     pub fn scheduler(&self) -> nurture_core::engine::SchedulerConfig {
         nurture_core::engine::SchedulerConfig {
             batch_size: self.batch_size,
+            max_concurrent_batches: self.max_concurrent_batches,
             ..Default::default()
         }
     }
@@ -163,6 +184,7 @@ impl DemoArgs {
             clock: ClockArg::System,
             no_worker: false,
             body_limit: 1024 * 1024,
+            worker: WorkerArgs::default(),
         }
     }
 }
@@ -191,13 +213,18 @@ pub struct BenchArgs {
     #[arg(long, env = "NURTURE_BATCH_SIZE", default_value_t = 1000)]
     pub batch_size: u32,
 
+    /// Batches running at once against the database, across the workers (PostgreSQL).
+    #[arg(long, env = "NURTURE_MAX_CONCURRENT_BATCHES", default_value_t = DEFAULT_MAX_CONCURRENT_BATCHES, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_concurrent_batches: u32,
+
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
 
-    /// SQLite only: after the engine's rounds, run the next email of every enrollment in raw SQL
-    /// (prepared statements, no engine) on the same database, and print its rate beside the
-    /// engine's: the ceiling of this schema on this machine.
+    /// After the engine's rounds, run the next email of every enrollment in raw SQL on the same
+    /// database (SQLite: prepared statements, no engine; PostgreSQL: one statement per batch that
+    /// does the whole step in the server), and print its rate beside the engine's: the ceiling
+    /// of this schema on this machine.
     #[arg(long)]
     pub reference: bool,
 

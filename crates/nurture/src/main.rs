@@ -135,7 +135,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             let store = ready_store(&url).await?;
-            let engine = Arc::new(engine_with(store, &args.clock));
+            let engine =
+                Arc::new(engine_with(store, &args.clock).with_config(args.worker.scheduler()));
             serve(engine, args).await
         }
         Command::Worker(args) => {

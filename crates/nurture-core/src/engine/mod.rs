@@ -26,7 +26,7 @@ pub const IDEMPOTENCY_LEASE: jiff::SignedDuration = jiff::SignedDuration::from_s
 
 pub use commands::*;
 pub use enroll::SWEEP_PAGE;
-pub use scheduler::{BatchReport, SchedulerConfig};
+pub use scheduler::{BatchReport, DEFAULT_MAX_CONCURRENT_BATCHES, SchedulerConfig};
 
 /// Who is acting: the tenant every read and write is scoped to, and the user it acts as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

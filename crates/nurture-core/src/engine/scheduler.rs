@@ -18,12 +18,19 @@ use crate::render::Renderer;
 use crate::settings::TenantSettings;
 use crate::store::{Effects, Scope};
 
+/// The default of [`SchedulerConfig::max_concurrent_batches`]: a small database server's cores.
+pub const DEFAULT_MAX_CONCURRENT_BATCHES: u32 = 4;
+
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     /// Enrollments claimed and committed per transaction.
     pub batch_size: u32,
     /// The longest the real-clock loop sleeps without looking (a fallback to wake-ups).
     pub max_idle: Duration,
+    /// How many batches may run at once against the database, across all processes
+    /// ([`crate::store::Tx::enter_batch_slot`]; SQLite runs one at a time anyway). About the
+    /// database server's cores: beyond that, more workers add contention, not throughput.
+    pub max_concurrent_batches: u32,
 }
 
 impl Default for SchedulerConfig {
@@ -31,6 +38,7 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             batch_size: 1000,
             max_idle: Duration::from_secs(60),
+            max_concurrent_batches: DEFAULT_MAX_CONCURRENT_BATCHES,
         }
     }
 }
@@ -68,6 +76,8 @@ impl Engine {
     ) -> Result<usize> {
         let t0 = std::time::Instant::now(); // phase timings for the debug log
         let mut tx = self.begin(Scope::System).await?;
+        tx.enter_batch_slot(self.config.max_concurrent_batches)
+            .await?;
         let claimed = tx.claim_due(until, self.config.batch_size).await?;
         let t_claim = t0.elapsed();
         if claimed.is_empty() {
