@@ -1653,7 +1653,9 @@ impl Tx for PgTx {
     /// dies, so a crashed worker never keeps one. The connection tries every place once,
     /// starting from its own (its backend pid modulo `slots`, which spreads the connections
     /// over the places), and when all are taken queues on its own in the server's lock
-    /// manager: no polling, and the waiters of a place enter in the order they came.
+    /// manager: no polling, and the waiters of a place enter in the order they came. A place
+    /// that frees while its neighbour's waiters queue elsewhere goes to the next batch that
+    /// tries (workers beyond the places keep coming round), so no place stays idle for long.
     async fn enter_batch_slot(&mut self, slots: u32) -> Result<()> {
         let slots = slots.clamp(1, i32::MAX as u32) as i32;
         let entered: Option<i32> = sqlx::query_scalar(
