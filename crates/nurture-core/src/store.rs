@@ -346,9 +346,9 @@ pub trait Tx: Send {
     /// oldest due first, across tenants. The claim holds until the transaction ends.
     async fn claim_due(&mut self, until: Timestamp, limit: u32) -> Result<Vec<Enrollment>>;
     /// Waits until fewer than `slots` scheduler batches are running against this database, in
-    /// every process on it, then holds a place until this transaction ends (or its session
+    /// every process on it, then holds a slot until this transaction ends (or its session
     /// does). More batches at once than the database has cores only contend (for the WAL,
-    /// for buffers, for the CPU): a place bounds how many run, however many workers there are.
+    /// for buffers, for the CPU): a slot bounds how many run, however many workers there are.
     async fn enter_batch_slot(&mut self, slots: u32) -> Result<()>;
     /// When the earliest active enrollment of an active sequence comes due.
     async fn next_due_at(&mut self) -> Result<Option<Timestamp>>;

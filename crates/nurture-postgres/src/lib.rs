@@ -82,8 +82,8 @@ pub const DUE_CHANNEL: &str = "nurture_due";
 const LISTEN_BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const LISTEN_BACKOFF_CAP: Duration = Duration::from_secs(30);
 
-/// The first key of the advisory locks that are the scheduler's batch places
-/// ([`Tx::enter_batch_slot`]); the second key is the place, 0..slots. ("NURT")
+/// The first key of the advisory locks that are the scheduler's batch slots
+/// ([`Tx::enter_batch_slot`]); the second key is the slot, 0..slots. ("NURT")
 pub const BATCH_SLOT_LOCKS: i32 = 0x4e55_5254;
 
 /// SQLSTATE `query_canceled`: what a statement that ran into `statement_timeout` reports.
@@ -1648,21 +1648,21 @@ impl Tx for PgTx {
         Ok(claimed)
     }
 
-    /// A place is one of `slots` transaction-scoped advisory locks (`BATCH_SLOT_LOCKS`, 0..slots)
+    /// A slot is one of `slots` transaction-scoped advisory locks (`BATCH_SLOT_LOCKS`, 0..slots)
     /// of this database: released at commit or rollback, and by the server when the session
-    /// dies, so a crashed worker never keeps one. The connection tries every place once,
+    /// dies, so a crashed worker never keeps one. The connection tries every slot once,
     /// starting from its own (its backend pid modulo `slots`, which spreads the connections
-    /// over the places), and when all are taken queues on its own in the server's lock
-    /// manager: no polling, and the waiters of a place enter in the order they came. A place
+    /// over the slots), and when all are taken queues on its own in the server's lock
+    /// manager: no polling, and the waiters of a slot enter in the order they came. A slot
     /// that frees while its neighbour's waiters queue elsewhere goes to the next batch that
-    /// tries (workers beyond the places keep coming round), so no place stays idle for long.
+    /// tries (workers beyond the slots keep coming round), so no slot stays idle for long.
     async fn enter_batch_slot(&mut self, slots: u32) -> Result<()> {
         let slots = slots.clamp(1, i32::MAX as u32) as i32;
         let entered: Option<i32> = sqlx::query_scalar(
-            // Rows are filtered one at a time, so LIMIT 1 stops at the first place taken.
-            "SELECT place FROM (SELECT (pg_backend_pid() + g) % $1 AS place
-                                FROM generate_series(0, $1 - 1) AS g) AS places
-             WHERE pg_try_advisory_xact_lock($2, place)
+            // Rows are filtered one at a time, so LIMIT 1 stops at the first slot taken.
+            "SELECT slot FROM (SELECT (pg_backend_pid() + g) % $1 AS slot
+                                FROM generate_series(0, $1 - 1) AS g) AS slots
+             WHERE pg_try_advisory_xact_lock($2, slot)
              LIMIT 1",
         )
         .bind(slots)

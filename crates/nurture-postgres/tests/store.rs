@@ -507,8 +507,8 @@ async fn workers_sharing_one_batch_slot_take_turns_and_execute_every_step_once()
     run_workers_and_check_each_step_ran_once(&f, 3, config, 200).await;
 }
 
-/// The advisory locks that are batch places on the test's database: (place, granted, pid).
-async fn batch_places(conn: &mut PgConnection) -> Vec<(i64, bool, i32)> {
+/// The advisory locks that are batch slots on the test's database: (slot, granted, pid).
+async fn batch_slots_held(conn: &mut PgConnection) -> Vec<(i64, bool, i32)> {
     sqlx::query_as(
         "SELECT objid::bigint, granted, pid FROM pg_locks
          WHERE locktype = 'advisory' AND classid::bigint = $1 AND objsubid = 2
@@ -527,45 +527,45 @@ async fn batch_slots_bound_the_batches_at_once_and_a_slot_frees_when_its_transac
     let mut conn = raw(&f.db).await;
     let mut first = f.store.begin(Scope::System).await.unwrap();
     first.enter_batch_slot(2).await.unwrap();
-    let first_pid = batch_places(&mut conn).await[0].2;
+    let first_pid = batch_slots_held(&mut conn).await[0].2;
     let mut second = f.store.begin(Scope::System).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), second.enter_batch_slot(2))
         .await
-        .expect("a free place is entered without waiting")
+        .expect("a free slot is entered without waiting")
         .unwrap();
-    let held = batch_places(&mut conn).await;
+    let held = batch_slots_held(&mut conn).await;
     assert_eq!(
         held.iter()
-            .map(|(place, _, _)| *place)
+            .map(|(slot, _, _)| *slot)
             .collect::<std::collections::BTreeSet<_>>(),
         [0, 1].into(),
-        "two transactions, two different places: {held:?}"
+        "two transactions, two different slots: {held:?}"
     );
 
-    // A third waits, in the server's lock manager, for its own place to come free.
+    // A third waits, in the server's lock manager, for its own slot to come free.
     let mut third = f.store.begin(Scope::System).await.unwrap();
     let waiting = tokio::spawn(async move { third.enter_batch_slot(2).await.map(|()| third) });
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let awaited = loop {
-        let places = batch_places(&mut conn).await;
-        if let Some((place, _, _)) = places.iter().find(|(_, granted, _)| !granted) {
-            break *place;
+        let slots = batch_slots_held(&mut conn).await;
+        if let Some((slot, _, _)) = slots.iter().find(|(_, granted, _)| !granted) {
+            break *slot;
         }
         assert!(
             std::time::Instant::now() < deadline,
             "the third never queued"
         );
-        assert!(!waiting.is_finished(), "the third entered a third place");
+        assert!(!waiting.is_finished(), "the third entered a third slot");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
 
-    // The worker holding that place dies: the server ends its session, the third enters.
-    let holder = batch_places(&mut conn)
+    // The worker holding that slot dies: the server ends its session, the third enters.
+    let holder = batch_slots_held(&mut conn)
         .await
         .into_iter()
-        .find(|(place, granted, _)| *place == awaited && *granted)
+        .find(|(slot, granted, _)| *slot == awaited && *granted)
         .map(|(_, _, pid)| pid)
-        .expect("someone holds the awaited place");
+        .expect("someone holds the awaited slot");
     let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
         .bind(holder)
         .fetch_one(&mut conn)
@@ -574,10 +574,10 @@ async fn batch_slots_bound_the_batches_at_once_and_a_slot_frees_when_its_transac
     assert!(ended);
     let third = tokio::time::timeout(Duration::from_secs(10), waiting)
         .await
-        .expect("the third entered the freed place")
+        .expect("the third entered the freed slot")
         .unwrap()
         .unwrap();
-    assert_eq!(batch_places(&mut conn).await.len(), 2);
+    assert_eq!(batch_slots_held(&mut conn).await.len(), 2);
     let (survivor, dead) = if holder == first_pid {
         (second, first)
     } else {
@@ -585,7 +585,7 @@ async fn batch_slots_bound_the_batches_at_once_and_a_slot_frees_when_its_transac
     };
     survivor.commit().await.unwrap();
     third.commit().await.unwrap();
-    assert_eq!(batch_places(&mut conn).await, vec![]);
+    assert_eq!(batch_slots_held(&mut conn).await, vec![]);
     drop(dead);
 }
 

@@ -1261,7 +1261,7 @@ impl Tx for SqliteTx {
     }
 
     async fn enter_batch_slot(&mut self, _slots: u32) -> Result<()> {
-        // SQLite has one writer: the batch's IMMEDIATE transaction is the one place there is.
+        // SQLite has one writer: the batch's IMMEDIATE transaction is the one slot there is.
         Ok(())
     }
 
