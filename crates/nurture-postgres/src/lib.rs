@@ -86,6 +86,20 @@ const LISTEN_BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// ([`Tx::enter_batch_slot`]); the second key is the slot, 0..slots. ("NURT")
 pub const BATCH_SLOT_LOCKS: i32 = 0x4e55_5254;
 
+/// The scheduler's claim ([`Tx::claim_due`]) after its select list: due (`$1`) active
+/// enrollments of active sequences, oldest due first, at most `$2`, locked and passing over
+/// rows another worker holds. Public so that `nurture bench --reference` claims exactly so.
+/// `OFFSET 0` keeps the sequence check a probe per due row: as a join, the planner may start
+/// from the sequences and sort every due enrollment of theirs per batch.
+pub const CLAIM_DUE: &str = "FROM lead_nurture_enrollments e
+     WHERE e.status = 'active' AND e.next_step_on <= $1
+       AND EXISTS (SELECT 1 FROM lead_nurture_sequences s
+                   WHERE s.tenant_id = e.tenant_id AND s.id = e.sequence_id AND s.status = 'active'
+                   OFFSET 0)
+     ORDER BY e.next_step_on, e.id
+     LIMIT $2
+     FOR UPDATE OF e SKIP LOCKED";
+
 /// SQLSTATE `query_canceled`: what a statement that ran into `statement_timeout` reports.
 const QUERY_CANCELED: &str = "57014";
 
@@ -1624,23 +1638,12 @@ impl Tx for PgTx {
         .execute(self.conn())
         .await
         .map_err(db)?;
-        let rows = sqlx::query(
-            // `OFFSET 0` keeps the sequence check a probe per due row: as a join, the planner
-            // may start from the sequences and sort every due enrollment of theirs per batch.
-            "SELECT e.* FROM lead_nurture_enrollments e
-             WHERE e.status = 'active' AND e.next_step_on <= $1
-               AND EXISTS (SELECT 1 FROM lead_nurture_sequences s
-                           WHERE s.tenant_id = e.tenant_id AND s.id = e.sequence_id AND s.status = 'active'
-                           OFFSET 0)
-             ORDER BY e.next_step_on, e.id
-             LIMIT $2
-             FOR UPDATE OF e SKIP LOCKED",
-        )
-        .bind(ts(until))
-        .bind(limit as i64)
-        .fetch_all(self.conn())
-        .await
-        .map_err(db)?;
+        let rows = sqlx::query(AssertSqlSafe(format!("SELECT e.* {CLAIM_DUE}")))
+            .bind(ts(until))
+            .bind(limit as i64)
+            .fetch_all(self.conn())
+            .await
+            .map_err(db)?;
         let mut claimed = rows.iter().map(enrollment).collect::<Result<Vec<_>>>()?;
         // Oldest due first (the order is the query's; sorting again costs nothing and keeps
         // the batch's order independent of the plan).

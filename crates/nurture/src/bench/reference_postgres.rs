@@ -22,20 +22,22 @@ use uuid::Uuid;
 
 use super::reference::ReferenceRound;
 
-/// The whole step for up to `$2` due enrollments. `$3` holds three fresh ids per enrollment
-/// (message, two activities), in claim order.
-const STEP: &str = "
-WITH claimed AS MATERIALIZED (
+/// The whole step for up to `$2` due enrollments, after the engine's own claim
+/// ([`nurture_postgres::CLAIM_DUE`]). `$3` holds three fresh ids per enrollment (message, two
+/// activities), in claim order.
+fn step_statement() -> String {
+    format!(
+        "WITH claimed AS MATERIALIZED (
     SELECT e.tenant_id, e.id, e.lead_id, e.sequence_id, e.current_step_order AS step, e.version
-    FROM lead_nurture_enrollments e
-    WHERE e.status = 'active' AND e.next_step_on <= $1
-      AND EXISTS (SELECT 1 FROM lead_nurture_sequences s
-                  WHERE s.tenant_id = e.tenant_id AND s.id = e.sequence_id AND s.status = 'active'
-                  OFFSET 0)
-    ORDER BY e.next_step_on, e.id
-    LIMIT $2
-    FOR UPDATE OF e SKIP LOCKED
+    {CLAIM_DUE}
 ),
+{STEP_AFTER_CLAIM}",
+        CLAIM_DUE = nurture_postgres::CLAIM_DUE
+    )
+}
+
+/// Everything of the step after the claim.
+const STEP_AFTER_CLAIM: &str = "
 step AS MATERIALIZED (
     SELECT c.*, row_number() OVER () AS n, l.email,
            coalesce(l.first_name, '') AS first_name, coalesce(l.company, '') AS company,
@@ -93,6 +95,7 @@ pub async fn postgres_round(
     connections: u32,
 ) -> anyhow::Result<ReferenceRound> {
     let since = at - SignedDuration::from_hours(window_hours);
+    let statement = step_statement();
     let next = at + SignedDuration::from_hours(48);
     let mut conns = Vec::new();
     for _ in 0..connections.max(1) {
@@ -111,10 +114,11 @@ pub async fn postgres_round(
     let runs: Vec<_> = conns
         .into_iter()
         .map(|mut conn| {
+            let statement = statement.clone();
             tokio::spawn(async move {
                 let mut steps = 0u64;
                 loop {
-                    match batch(&mut conn, at, since, next, batch_size).await? {
+                    match batch(&mut conn, &statement, at, since, next, batch_size).await? {
                         0 => return anyhow::Ok(steps),
                         n => steps += n,
                     }
@@ -135,6 +139,7 @@ pub async fn postgres_round(
 /// One transaction: the system scope and the engine's plan settings, then the whole step.
 async fn batch(
     conn: &mut PgConnection,
+    statement: &str,
     now: Timestamp,
     since: Timestamp,
     next: Timestamp,
@@ -150,7 +155,7 @@ async fn batch(
     .await?;
     let ids: Vec<Uuid> = (0..3 * limit).map(|_| Uuid::now_v7()).collect();
     let (steps, messages, activities, moved, stamped): (i64, i64, i64, i64, i64) =
-        sqlx::query_as(STEP)
+        sqlx::query_as(sqlx::AssertSqlSafe(statement))
             .bind(Ts(now))
             .bind(limit as i64)
             .bind(&ids)
