@@ -23,8 +23,8 @@ use uuid::Uuid;
 use super::reference::ReferenceRound;
 
 /// The whole step for up to `$2` due enrollments, after the engine's own claim
-/// ([`nurture_postgres::CLAIM_DUE`]). `$3` holds three fresh ids per enrollment (message, two
-/// activities), in claim order.
+/// ([`nurture_postgres::CLAIM_DUE`]). `$3` holds three fresh ids per claimed row (message, two
+/// activities): row n of the batch takes ids 3n-2, 3n-1 and 3n.
 fn step_statement() -> String {
     format!(
         "WITH claimed AS MATERIALIZED (
