@@ -4,9 +4,18 @@
 
 use std::process::Command;
 
+/// Runs the bench on 600 leads, 64 enrollments per batch, with the reference round, plus `args`.
 fn bench(args: &[&str], env: &[(&str, String)]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_nurture"))
         .arg("bench")
+        .args([
+            "--leads",
+            "600",
+            "--batch-size",
+            "64",
+            "--json",
+            "--reference",
+        ])
         .args(args)
         .env_remove("NURTURE_BENCH_BACKEND")
         .env_remove("NURTURE_BATCH_SIZE")
@@ -46,19 +55,7 @@ fn assert_each_round_ran_every_enrollment_once(f: &serde_json::Value) -> u64 {
 #[test]
 fn the_sqlite_bench_prints_its_figures_and_the_reference_round_runs_every_enrollment_once() {
     let dir = tempfile::tempdir().unwrap();
-    let f = bench(
-        &[
-            "--leads",
-            "600",
-            "--batch-size",
-            "64",
-            "--json",
-            "--reference",
-            "--dir",
-            dir.path().to_str().unwrap(),
-        ],
-        &[],
-    );
+    let f = bench(&["--dir", dir.path().to_str().unwrap()], &[]);
     assert_eq!(f["backend"], "sqlite");
     assert_eq!(f["leads"], 600);
     let enrolled = assert_each_round_ran_every_enrollment_once(&f);
@@ -86,12 +83,6 @@ fn the_postgres_bench_runs_every_step_once_across_its_workers_and_the_reference_
             "3",
             "--max-concurrent-batches",
             "2",
-            "--leads",
-            "600",
-            "--batch-size",
-            "64",
-            "--json",
-            "--reference",
         ],
         &[("NURTURE_BENCH_PG", server)],
     );
