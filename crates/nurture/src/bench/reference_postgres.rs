@@ -23,8 +23,9 @@ use uuid::Uuid;
 use super::reference::ReferenceRound;
 
 /// The whole step for up to `$2` due enrollments, after the engine's own claim
-/// ([`nurture_postgres::CLAIM_DUE`]). `$3` holds three fresh ids per claimed row (message, two
-/// activities): row n of the batch takes ids 3n-2, 3n-1 and 3n.
+/// ([`nurture_postgres::CLAIM_DUE`]): `$1` is the instant the steps run at (also their due
+/// limit), `$4` the start of the cap's window, `$5` when the next step falls due. `$3` holds
+/// three fresh ids per claimed row (message, two activities): row n takes 3n-2, 3n-1 and 3n.
 fn step_statement() -> String {
     format!(
         "WITH claimed AS MATERIALIZED (
@@ -53,31 +54,31 @@ message AS (
     SELECT s.tenant_id, $3[(3 * s.n - 2)::int], s.id, s.lead_id, s.sequence_id, s.step, s.email,
            s.first_name || ', one more idea for ' || s.company,
            'Hi ' || s.first_name || E',\\n\\nHere is something for ' || s.company || E'.\\n\\nBest',
-           NULL, '{}', 'queued', 0, s.id::text || '-' || s.step, $5, NULL
+           NULL, '{}', 'queued', 0, s.id::text || '-' || s.step, $1, NULL
     FROM step s WHERE NOT s.blocked AND s.sent = 0
     RETURNING 1
 ),
 activity AS (
     INSERT INTO activities (tenant_id, id, type, lead_id, enrollment_id, sequence_id, step_order, at, details)
-    SELECT s.tenant_id, $3[(3 * s.n - 1)::int], 'nurture_step_executed', s.lead_id, s.id, s.sequence_id, s.step, $5,
+    SELECT s.tenant_id, $3[(3 * s.n - 1)::int], 'nurture_step_executed', s.lead_id, s.id, s.sequence_id, s.step, $1,
            jsonb_build_object('channel', 'email', 'message_id', $3[(3 * s.n - 2)::int])
     FROM step s
     UNION ALL
-    SELECT s.tenant_id, $3[(3 * s.n)::int], 'nurture_step_scheduled', s.lead_id, s.id, s.sequence_id, s.step, $5,
-           jsonb_build_object('next_step_on', $6, 'delay_hours', 48)
+    SELECT s.tenant_id, $3[(3 * s.n)::int], 'nurture_step_scheduled', s.lead_id, s.id, s.sequence_id, s.step, $1,
+           jsonb_build_object('next_step_on', $5, 'delay_hours', 48)
     FROM step s
     RETURNING 1
 ),
 moved AS (
     UPDATE lead_nurture_enrollments e
-    SET current_step_order = s.step + 1, next_step_on = $6, updated_at = $5, version = s.version + 1
+    SET current_step_order = s.step + 1, next_step_on = $5, updated_at = $1, version = s.version + 1
     FROM step s
     WHERE e.tenant_id = s.tenant_id AND e.id = s.id AND e.lead_id = s.lead_id AND e.version = s.version
       AND e.status = 'active' AND e.paused_reason IS NULL
     RETURNING 1
 ),
 stamped AS (
-    UPDATE leads l SET last_outbound_at = greatest(coalesce(l.last_outbound_at, $5), $5), updated_at = $5
+    UPDATE leads l SET last_outbound_at = greatest(coalesce(l.last_outbound_at, $1), $1), updated_at = $1
     FROM step s WHERE l.tenant_id = s.tenant_id AND l.id = s.lead_id
     RETURNING 1
 )
@@ -160,7 +161,6 @@ async fn batch(
             .bind(limit as i64)
             .bind(&ids)
             .bind(Ts(since))
-            .bind(Ts(now))
             .bind(Ts(next))
             .fetch_one(&mut *tx)
             .await
